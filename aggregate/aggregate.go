@@ -46,6 +46,12 @@ type Root interface {
 	// events are facts, and replaying history calls Apply for each.
 	Apply(eventsource.Event)
 
+	// Supplied by Base.
+	ID() string
+	SetID(string)
+	Version() int64
+	CommittedVersion() int64
+	Pending() []eventsource.Envelope
 	base() *Base
 }
 
@@ -130,4 +136,16 @@ func Restore(a Root, id string, version int64) {
 	b.version = version
 	b.committed = version
 	b.pending = nil
+}
+
+// Snapshotter is implemented by aggregates whose state can be saved as a
+// snapshot, so that loading replays only the events after it.
+type Snapshotter interface {
+	Root
+	// SnapshotSchema is the version of the snapshot's shape. Bump it when
+	// the encoded state changes incompatibly: older snapshots are then
+	// ignored and the aggregate is rebuilt from its events.
+	SnapshotSchema() int
+	MarshalSnapshot() ([]byte, error)
+	UnmarshalSnapshot(data []byte) error
 }

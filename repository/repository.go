@@ -1,0 +1,195 @@
+// Package repository loads and saves event-sourced aggregates: Load replays
+// an aggregate's stream (from its latest snapshot when there is one); Save
+// appends its pending events with optimistic concurrency, then publishes
+// them on the bus.
+//
+// A crash between append and publish must not lose events for subscribers.
+// Run a Relay for that: it publishes from the store's global order with its
+// own checkpoint, so publishing is at-least-once end to end. A repository
+// used with a relay is usually built without a bus (nil), leaving all
+// publishing to the relay.
+package repository
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/aggregate"
+	"github.com/eventsource-go/eventsource/bus"
+	"github.com/eventsource-go/eventsource/eventstore"
+)
+
+// ErrPublish matches a *PublishError.
+var ErrPublish = errors.New("repository: publish failed")
+
+// PublishError reports events that were stored but not published. The
+// aggregate's state is saved: retrying the command would duplicate it.
+// A Relay publishes the events from the store.
+type PublishError struct {
+	StreamID string
+	Events   int
+	Err      error
+}
+
+func (e *PublishError) Error() string {
+	return fmt.Sprintf("repository: %d events of %q stored but not published: %v", e.Events, e.StreamID, e.Err)
+}
+
+func (e *PublishError) Unwrap() []error { return []error{ErrPublish, e.Err} }
+
+// Repository loads and saves aggregates of type A.
+type Repository[A aggregate.Root] struct {
+	store         eventstore.Store
+	bus           bus.Bus
+	newAggregate  func() A
+	aggregateType string
+	snapshots     eventstore.SnapshotStore
+	snapshotEvery int64
+	logger        *slog.Logger
+}
+
+// Option configures a Repository.
+type Option func(*options)
+
+type options struct {
+	snapshots     eventstore.SnapshotStore
+	snapshotEvery int64
+	logger        *slog.Logger
+}
+
+// WithSnapshots loads aggregates from their latest snapshot and saves a new
+// one whenever a save crosses a multiple of every events. It applies to
+// aggregates that implement aggregate.Snapshotter.
+func WithSnapshots(store eventstore.SnapshotStore, every int) Option {
+	return func(o *options) { o.snapshots, o.snapshotEvery = store, int64(every) }
+}
+
+// WithLogger sets the logger for snapshot problems (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// New returns a repository. newAggregate returns an empty aggregate; b may
+// be nil, leaving publishing to a Relay.
+func New[A aggregate.Root](store eventstore.Store, b bus.Bus, newAggregate func() A, opts ...Option) *Repository[A] {
+	o := options{logger: slog.Default()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Repository[A]{
+		store:         store,
+		bus:           b,
+		newAggregate:  newAggregate,
+		aggregateType: newAggregate().AggregateType(),
+		snapshots:     o.snapshots,
+		snapshotEvery: o.snapshotEvery,
+		logger:        o.logger,
+	}
+}
+
+// Load rebuilds the aggregate with the given ID. An ID with no events
+// returns an error matching eventsource.ErrNotFound.
+func (r *Repository[A]) Load(ctx context.Context, id string) (A, error) {
+	streamID := eventsource.StreamID(r.aggregateType, id)
+	a, from := r.restoreSnapshot(ctx, streamID, id)
+	if err := aggregate.Replay(a, r.store.Load(ctx, streamID, from+1)); err != nil {
+		var zero A
+		return zero, fmt.Errorf("repository: load %s: %w", streamID, err)
+	}
+	if a.Version() == 0 {
+		var zero A
+		return zero, fmt.Errorf("%w: %s %q", eventsource.ErrNotFound, r.aggregateType, id)
+	}
+	return a, nil
+}
+
+// restoreSnapshot returns the aggregate restored from its latest usable
+// snapshot and the snapshot's version, or a fresh aggregate and 0 when it
+// must be rebuilt from the first event.
+func (r *Repository[A]) restoreSnapshot(ctx context.Context, streamID, id string) (A, int64) {
+	a := r.newAggregate()
+	a.SetID(id)
+	s, ok := any(a).(aggregate.Snapshotter)
+	if !ok || r.snapshots == nil {
+		return a, 0
+	}
+	snap, err := r.snapshots.LoadSnapshot(ctx, streamID)
+	switch {
+	case errors.Is(err, eventsource.ErrNotFound):
+		return a, 0
+	case err != nil:
+		r.logger.WarnContext(ctx, "snapshot unreadable, replaying all events", "stream", streamID, "error", err)
+		return a, 0
+	case snap.SchemaVersion != s.SnapshotSchema():
+		r.logger.InfoContext(ctx, "snapshot schema changed, replaying all events",
+			"stream", streamID, "snapshot_schema", snap.SchemaVersion, "schema", s.SnapshotSchema())
+		return a, 0
+	}
+	if err := s.UnmarshalSnapshot(snap.Data); err != nil {
+		r.logger.WarnContext(ctx, "snapshot does not decode, replaying all events", "stream", streamID, "error", err)
+		// The failed decode may have left partial state behind.
+		fresh := r.newAggregate()
+		fresh.SetID(id)
+		return fresh, 0
+	}
+	aggregate.Restore(a, id, snap.Version)
+	return a, snap.Version
+}
+
+// Save appends a's pending events at a's committed version, then publishes
+// them. A concurrent writer makes it fail with an error matching
+// eventsource.ErrConcurrencyConflict, with nothing stored or published;
+// reload and retry the command. A bus failure after the append returns a
+// *PublishError: the events are stored.
+func (r *Repository[A]) Save(ctx context.Context, a A) error {
+	pending := a.Pending()
+	if len(pending) == 0 {
+		return nil
+	}
+	if a.ID() == "" {
+		return aggregate.ErrNoID
+	}
+	if md, ok := eventsource.MetadataFrom(ctx); ok {
+		for i := range pending {
+			if pending[i].Metadata.IsZero() {
+				pending[i].Metadata = md
+			}
+		}
+	}
+	streamID := eventsource.StreamID(r.aggregateType, a.ID())
+	before := a.CommittedVersion()
+	stored, err := r.store.Append(ctx, streamID, before, pending)
+	if err != nil {
+		return fmt.Errorf("repository: save %s: %w", streamID, err)
+	}
+	aggregate.MarkCommitted(a)
+	r.maybeSnapshot(ctx, a, streamID, before)
+	if r.bus == nil {
+		return nil
+	}
+	if err := r.bus.Publish(ctx, stored...); err != nil {
+		return &PublishError{StreamID: streamID, Events: len(stored), Err: err}
+	}
+	return nil
+}
+
+// maybeSnapshot saves a snapshot when the save crossed a multiple of the
+// snapshot interval. A failure is logged: the events are what count.
+func (r *Repository[A]) maybeSnapshot(ctx context.Context, a A, streamID string, before int64) {
+	s, ok := any(a).(aggregate.Snapshotter)
+	if !ok || r.snapshots == nil || r.snapshotEvery <= 0 || before/r.snapshotEvery == a.Version()/r.snapshotEvery {
+		return
+	}
+	data, err := s.MarshalSnapshot()
+	if err == nil {
+		err = r.snapshots.SaveSnapshot(ctx, eventstore.Snapshot{
+			StreamID: streamID, AggregateType: r.aggregateType, AggregateID: a.ID(),
+			Version: a.Version(), SchemaVersion: s.SnapshotSchema(), Data: data, TakenAt: time.Now().UTC(),
+		})
+	}
+	if err != nil {
+		r.logger.WarnContext(ctx, "snapshot not saved", "stream", streamID, "version", a.Version(), "error", err)
+	}
+}
