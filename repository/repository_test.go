@@ -29,7 +29,7 @@ type Account struct {
 	schema  int
 }
 
-func newAccount() *Account                { return &Account{schema: 1} }
+func newAccount() *Account               { return &Account{schema: 1} }
 func (a *Account) AggregateType() string { return "Account" }
 func (a *Account) Apply(e eventsource.Event) {
 	a.applied++
