@@ -124,12 +124,15 @@ type typedHandler[E eventsource.Event] struct {
 }
 
 func (h typedHandler[E]) Handle(ctx context.Context, env eventsource.Envelope) error {
-	e, ok := env.Event.(E)
-	if !ok {
+	// Check first and assert again in the call: asserting into a local and
+	// passing it on makes the compiler copy the payload twice, with a
+	// store-forwarding stall in between.
+	if _, ok := env.Event.(E); !ok {
+		var want E
 		return fmt.Errorf("%w: %s payload is %T, handler expects %T",
-			eventsource.ErrInvalidEvent, env.Type, env.Event, e)
+			eventsource.ErrInvalidEvent, env.Type, env.Event, want)
 	}
-	return h.fn(ctx, e, env)
+	return h.fn(ctx, env.Event.(E), env)
 }
 
 // SubscribeProjection subscribes p to every type it declares. The returned
