@@ -1,0 +1,679 @@
+package consumer
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/bus"
+)
+
+// Message is one message read from a broker, as the transport hands it to
+// the Dispatcher. Only Body is required.
+type Message struct {
+	Source string // the stream, queue or topic it was read from
+	ID     string // the broker's ID for it, used to acknowledge it
+	Ref    any    // anything else the transport needs to settle it
+
+	// Key is the aggregate ID when the transport knows it without decoding
+	// (a stream field, a header, a message key); empty, the Dispatcher
+	// decodes Body first to choose the worker.
+	Key string
+	// Type is the event type when known without decoding; with it, a
+	// message no local handler wants is acknowledged without decoding.
+	Type string
+	Body []byte
+	// Attempt is the broker's delivery count: 1 on first delivery. A
+	// redelivered message counts each earlier delivery as one attempt.
+	Attempt int
+	// Handlers, for a replayed dead letter, names the subscriptions that
+	// failed; if any of them is registered, only those run.
+	Handlers []string
+}
+
+// Settler is what a transport does with the outcome of a message. The
+// Dispatcher calls Ack from one goroutine, DeadLetter and Release from its
+// workers, so they must be safe for concurrent use.
+type Settler interface {
+	// Ack acknowledges messages whose handlers all succeeded (or that no
+	// handler wants). An error is logged and the batch is retried.
+	Ack(ctx context.Context, msgs []Message) error
+	// DeadLetter stores rec in the group's dead-letter destination and
+	// acknowledges msg, atomically if the broker allows. An error is
+	// logged and the call retried.
+	DeadLetter(ctx context.Context, msg Message, rec DeadLetter) error
+	// Release hands back messages left unsettled at Close, for the broker
+	// to redeliver.
+	Release(ctx context.Context, msgs []Message)
+}
+
+// Config configures a Dispatcher.
+type Config struct {
+	Group    string                // the consumer group, recorded in dead letters
+	Registry *eventsource.Registry // decodes envelopes; required
+	Settler  Settler               // required
+	Retry    RetryPolicy           // zero fields take DefaultRetryPolicy's
+	// Workers is the number of goroutines running handlers (default
+	// GOMAXPROCS, at least 4). Events of one aggregate always go to the
+	// same worker.
+	Workers int
+	// MaxInFlight bounds the messages dispatched and not yet settled,
+	// held-back ones included; Dispatch blocks at the bound (default 4096).
+	MaxInFlight int
+	// AckBatch bounds how many messages one Ack call settles (default 1024).
+	AckBatch int
+	Logger   *slog.Logger // default slog.Default()
+	// Counters, if set, are the transport's counters; Stats adds them.
+	Counters *Counters
+}
+
+// Dispatcher decodes, routes and runs handlers for a distributed bus; see
+// the package documentation.
+type Dispatcher struct {
+	cfg   Config
+	codec eventsource.JSONCodec
+	log   *slog.Logger
+	seed  maphash.Seed
+
+	routes atomic.Pointer[routeTable]
+	mu     sync.Mutex // guards subs, seq, closed
+	subs   []*subscription
+	seq    uint64
+	closed bool
+
+	gate      sync.RWMutex // Dispatch holds it shared; Close exclusive, to close the queues
+	stopped   bool
+	stopping  chan struct{} // closed when Close starts: wakes a blocked Dispatch
+	workers   []*worker
+	workersWG sync.WaitGroup
+	slots     chan struct{}  // one token per message in flight
+	acks      chan []Message // batches of acknowledgements, from workers to the acker
+	ackerDone chan struct{}
+
+	ctx    context.Context // handlers' context; cancelled when Close gives up
+	cancel context.CancelFunc
+
+	closeStarted atomic.Bool
+	closeDone    chan struct{}
+	closeErr     error
+
+	received, handled, retries, deadLettered, released atomic.Uint64
+	inFlight                                           atomic.Int64
+}
+
+// New returns a running Dispatcher.
+func New(cfg Config) (*Dispatcher, error) {
+	if cfg.Registry == nil || cfg.Settler == nil {
+		return nil, errors.New("consumer: Config needs a Registry and a Settler")
+	}
+	cfg.Retry = cfg.Retry.WithDefaults()
+	if err := cfg.Retry.Validate(); err != nil {
+		return nil, fmt.Errorf("consumer: retry policy: %w", err)
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = max(runtime.GOMAXPROCS(0), 4)
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4096
+	}
+	if cfg.AckBatch <= 0 {
+		cfg.AckBatch = 1024
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	d := &Dispatcher{
+		cfg:       cfg,
+		codec:     eventsource.NewJSONCodec(cfg.Registry),
+		log:       cfg.Logger,
+		seed:      maphash.MakeSeed(),
+		stopping:  make(chan struct{}),
+		slots:     make(chan struct{}, cfg.MaxInFlight),
+		acks:      make(chan []Message, cfg.MaxInFlight),
+		ackerDone: make(chan struct{}),
+		closeDone: make(chan struct{}),
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.routes.Store(&routeTable{byType: map[string][]*subscription{}, byName: map[string][]*subscription{}})
+	d.workers = make([]*worker, cfg.Workers)
+	for i := range d.workers {
+		// The queue can hold every message in flight, so Dispatch, having
+		// taken a slot, never waits on one busy worker.
+		w := &worker{d: d, in: make(chan []*item, cfg.MaxInFlight), held: map[string][]*item{}}
+		w.timer = time.NewTimer(time.Hour)
+		w.timer.Stop()
+		d.workers[i] = w
+		d.workersWG.Go(w.run)
+	}
+	go d.runAcker()
+	return d, nil
+}
+
+// Dispatch hands msg to the worker of its aggregate. It blocks while
+// MaxInFlight messages are unsettled, until ctx ends; after Close it
+// returns bus.ErrClosed.
+func (d *Dispatcher) Dispatch(ctx context.Context, msg Message) error {
+	_, err := d.DispatchBatch(ctx, []Message{msg})
+	return err
+}
+
+// DispatchBatch hands msgs, in order, to the workers of their aggregates:
+// one channel send per worker rather than per message, which is what a
+// transport reading messages in batches should use. It returns how many
+// were dispatched; on error the rest were not (see Dispatch).
+func (d *Dispatcher) DispatchBatch(ctx context.Context, msgs []Message) (int, error) {
+	d.gate.RLock()
+	defer d.gate.RUnlock()
+	if d.stopped {
+		return 0, bus.ErrClosed
+	}
+	per := make([][]*item, len(d.workers))
+	var unrouted []Message
+	send := func() {
+		for i, items := range per {
+			if len(items) > 0 {
+				d.workers[i].in <- items
+				per[i] = nil
+			}
+		}
+		if len(unrouted) > 0 {
+			d.sendAcks(unrouted)
+			unrouted = nil
+		}
+	}
+	rt := d.routes.Load()
+	for n, msg := range msgs {
+		select {
+		case d.slots <- struct{}{}:
+		default:
+			// Hand over what this batch holds first: its slots free only
+			// once workers have it.
+			send()
+			select {
+			case d.slots <- struct{}{}:
+			case <-ctx.Done():
+				return n, ctx.Err()
+			case <-d.stopping:
+				return n, bus.ErrClosed
+			}
+		}
+		d.received.Add(1)
+		d.inFlight.Add(1)
+		if msg.Type != "" && len(msg.Handlers) == 0 && len(rt.match(msg.Type)) == 0 {
+			unrouted = append(unrouted, msg) // not for this group's handlers
+			continue
+		}
+		it := &item{msg: msg, attempts: max(msg.Attempt, 1) - 1}
+		key := msg.Key
+		if key == "" {
+			it.decoded = true
+			it.env, it.decodeErr = d.codec.Unmarshal(msg.Body)
+			key = it.env.AggregateID
+		}
+		it.key = key
+		w := maphash.String(d.seed, key) % uint64(len(d.workers))
+		per[w] = append(per[w], it)
+	}
+	send()
+	return len(msgs), nil
+}
+
+// item is one message on its way through a worker.
+type item struct {
+	msg       Message
+	key       string
+	decoded   bool
+	env       eventsource.Envelope
+	decodeErr error
+	routed    bool
+	pending   []*subscription // handlers still to succeed
+	attempts  int             // attempts made, earlier deliveries included
+	lastErr   error
+	due       time.Time
+}
+
+// worker runs the handlers of the aggregates hashed to it, one event at a
+// time. Everything but the counters belongs to its goroutine.
+type worker struct {
+	d       *Dispatcher
+	in      chan []*item
+	acks    []Message          // acknowledgements not yet handed to the acker
+	held    map[string][]*item // key present: the aggregate waits for a retry; value: events held behind it
+	waiting retryQueue
+	timer   *time.Timer
+	armed   time.Time // the due time the timer is set for
+
+	delivered, invoked, errors, panics atomic.Uint64
+	_                                  [32]byte // keep workers' counters off each other's cache lines
+}
+
+func (w *worker) run() {
+	for {
+		var fire <-chan time.Time
+		if len(w.waiting) > 0 {
+			if next := w.waiting[0].due; !next.Equal(w.armed) {
+				w.timer.Reset(time.Until(next))
+				w.armed = next
+			}
+			fire = w.timer.C
+		}
+		select {
+		case batch, ok := <-w.in:
+			if !ok {
+				w.flushAcks()
+				w.releaseAll()
+				return
+			}
+			if w.d.ctx.Err() != nil { // Close gave up: hand back, do not run
+				w.d.release(batch)
+				continue
+			}
+			for _, it := range batch {
+				if q, blocked := w.held[it.key]; blocked {
+					w.held[it.key] = append(q, it)
+					continue
+				}
+				w.process(it)
+			}
+		case <-fire:
+			w.armed = time.Time{}
+			w.retryDue()
+		}
+		w.flushAcks()
+	}
+}
+
+// ack queues it's acknowledgement; flushAcks hands the queue over once per
+// batch, so the acker is woken once per batch, not per message.
+func (w *worker) ack(it *item) { w.acks = append(w.acks, it.msg) }
+
+func (w *worker) flushAcks() {
+	if len(w.acks) == 0 {
+		return
+	}
+	msgs := w.acks
+	w.acks = make([]Message, 0, len(msgs))
+	w.d.sendAcks(msgs)
+}
+
+// process runs it's pending handlers once and settles or parks it. It
+// reports whether it was parked for a retry.
+func (w *worker) process(it *item) (parked bool) {
+	d := w.d
+	if !it.decoded {
+		it.decoded = true
+		it.env, it.decodeErr = d.codec.Unmarshal(it.msg.Body)
+	}
+	if it.decodeErr != nil {
+		d.deadLetter(it, ReasonFor(it.decodeErr), it.decodeErr)
+		return false
+	}
+	first := !it.routed
+	if first {
+		it.routed = true
+		if it.attempts >= d.cfg.Retry.MaxRetries {
+			d.deadLetter(it, ReasonMaxRetries, fmt.Errorf("delivered %d times without being acknowledged", it.msg.Attempt))
+			return false
+		}
+		it.pending = d.match(&it.env, it.msg.Handlers)
+	}
+	it.attempts++
+	var failed []*subscription
+	for _, s := range it.pending {
+		if s.removed.Load() {
+			continue
+		}
+		if first {
+			w.delivered.Add(1)
+		}
+		w.invoked.Add(1)
+		if err := s.call(d.ctx, &it.env); err != nil {
+			w.errors.Add(1)
+			if errors.Is(err, bus.ErrHandlerPanic) {
+				w.panics.Add(1)
+			}
+			failed = append(failed, s)
+			it.lastErr = err
+			d.log.LogAttrs(d.ctx, slog.LevelWarn, "event handler failed",
+				slog.String("group", d.cfg.Group), slog.String("handler", s.name),
+				slog.String("event_type", it.env.Type), slog.String("event_id", it.env.ID.String()),
+				slog.String("aggregate_id", it.env.AggregateID), slog.Int("attempt", it.attempts),
+				slog.Any("error", err))
+		}
+	}
+	if len(failed) == 0 {
+		w.ack(it)
+		return false
+	}
+	it.pending = failed
+	if it.attempts >= d.cfg.Retry.MaxRetries {
+		d.deadLetter(it, ReasonMaxRetries, it.lastErr)
+		return false
+	}
+	d.retries.Add(1)
+	it.due = time.Now().Add(d.cfg.Retry.Backoff(it.attempts))
+	heap.Push(&w.waiting, it)
+	if _, blocked := w.held[it.key]; !blocked {
+		w.held[it.key] = nil
+	}
+	return true
+}
+
+// retryDue retries the events whose backoff is over; each one that is
+// settled lets the events held behind it run, in order.
+func (w *worker) retryDue() {
+	now := time.Now()
+	for len(w.waiting) > 0 && !w.waiting[0].due.After(now) {
+		it := heap.Pop(&w.waiting).(*item)
+		if w.d.ctx.Err() != nil {
+			w.d.release([]*item{it})
+			continue
+		}
+		if !w.process(it) {
+			w.runHeld(it.key)
+		}
+	}
+}
+
+// runHeld runs the events held behind an aggregate's settled event, until
+// one of them is parked in turn.
+func (w *worker) runHeld(key string) {
+	q := w.held[key]
+	delete(w.held, key)
+	for i, it := range q {
+		if w.process(it) {
+			w.held[key] = append(w.held[key], q[i+1:]...)
+			return
+		}
+	}
+}
+
+// releaseAll hands back what waits for a retry or behind one, at Close.
+func (w *worker) releaseAll() {
+	var out []*item
+	for _, it := range w.waiting {
+		out = append(out, it)
+	}
+	w.waiting = nil
+	for key, q := range w.held {
+		out = append(out, q...)
+		delete(w.held, key)
+	}
+	w.timer.Stop()
+	if len(out) > 0 {
+		w.d.release(out)
+	}
+}
+
+// match returns the subscriptions for env, narrowed to the named ones for
+// a replay when any of them is still registered.
+func (d *Dispatcher) match(env *eventsource.Envelope, names []string) []*subscription {
+	rt := d.routes.Load()
+	subs := rt.match(env.Type)
+	if len(names) == 0 {
+		return subs
+	}
+	var only []*subscription
+	for _, s := range subs {
+		for _, n := range names {
+			if s.name == n {
+				only = append(only, s)
+				break
+			}
+		}
+	}
+	if len(only) == 0 {
+		return subs
+	}
+	return only
+}
+
+// settled frees the slots of n messages.
+func (d *Dispatcher) settled(n int) {
+	d.inFlight.Add(int64(-n))
+	for range n {
+		<-d.slots
+	}
+}
+
+// sendAcks hands msgs to the acker and frees their slots.
+func (d *Dispatcher) sendAcks(msgs []Message) {
+	select {
+	case d.acks <- msgs:
+		d.settled(len(msgs))
+	case <-d.ctx.Done():
+		d.releaseMessages(msgs)
+	}
+}
+
+func (d *Dispatcher) release(items []*item) {
+	msgs := make([]Message, len(items))
+	for i, it := range items {
+		msgs[i] = it.msg
+	}
+	d.releaseMessages(msgs)
+}
+
+func (d *Dispatcher) releaseMessages(msgs []Message) {
+	d.cfg.Settler.Release(context.WithoutCancel(d.ctx), msgs)
+	d.released.Add(uint64(len(msgs)))
+	d.settled(len(msgs))
+}
+
+// deadLetter stores it in the dead-letter destination, retrying while the
+// broker refuses, until Close gives up.
+func (d *Dispatcher) deadLetter(it *item, reason Reason, cause error) {
+	rec := DeadLetter{
+		Reason:   reason,
+		Attempts: it.attempts,
+		Group:    d.cfg.Group,
+		Time:     time.Now().UTC(),
+		Source:   it.msg.Source,
+		SourceID: it.msg.ID,
+		Body:     it.msg.Body,
+
+		EventType:   it.msg.Type,
+		AggregateID: it.msg.Key,
+	}
+	if cause != nil {
+		rec.Error = cause.Error()
+	}
+	if it.decodeErr == nil {
+		rec.EventID = it.env.ID.String()
+		rec.EventType = it.env.Type
+		rec.AggregateType = it.env.AggregateType
+		rec.AggregateID = it.env.AggregateID
+		rec.Version = it.env.Version
+	} else {
+		var de *eventsource.DecodeError
+		if errors.As(it.decodeErr, &de) && de.Type != "" {
+			rec.EventType = de.Type
+		}
+	}
+	if reason == ReasonMaxRetries {
+		for _, s := range it.pending {
+			rec.Handlers = append(rec.Handlers, s.name)
+		}
+	}
+	wait := 50 * time.Millisecond
+	for {
+		err := d.cfg.Settler.DeadLetter(d.ctx, it.msg, rec)
+		if err == nil {
+			break
+		}
+		if d.ctx.Err() != nil {
+			d.release([]*item{it})
+			return
+		}
+		d.log.LogAttrs(d.ctx, slog.LevelWarn, "dead-lettering failed; will try again",
+			slog.String("group", d.cfg.Group), slog.String("message_id", it.msg.ID), slog.Any("error", err))
+		if !sleep(d.ctx, wait) {
+			d.release([]*item{it})
+			return
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+	d.deadLettered.Add(1)
+	d.log.LogAttrs(d.ctx, slog.LevelError, "event dead-lettered",
+		slog.String("group", d.cfg.Group), slog.String("reason", string(reason)),
+		slog.String("event_type", rec.EventType), slog.String("event_id", rec.EventID),
+		slog.String("aggregate_id", rec.AggregateID), slog.String("message_id", it.msg.ID),
+		slog.Int("attempts", rec.Attempts), slog.String("error", rec.Error))
+	d.settled(1)
+}
+
+// runAcker batches acknowledgements: one broker call settles up to
+// AckBatch messages, which is what keeps acking off the hot path.
+func (d *Dispatcher) runAcker() {
+	defer close(d.ackerDone)
+	batch := make([]Message, 0, d.cfg.AckBatch)
+	for msgs := range d.acks {
+		batch = append(batch[:0], msgs...)
+	fill:
+		for len(batch) < d.cfg.AckBatch {
+			select {
+			case more, ok := <-d.acks:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, more...)
+			default:
+				break fill
+			}
+		}
+		for chunk := range slices.Chunk(batch, d.cfg.AckBatch) {
+			d.flushAcks(chunk)
+		}
+	}
+}
+
+func (d *Dispatcher) flushAcks(batch []Message) {
+	wait := 50 * time.Millisecond
+	for {
+		err := d.cfg.Settler.Ack(d.ctx, batch)
+		if err == nil {
+			d.handled.Add(uint64(len(batch)))
+			return
+		}
+		if d.ctx.Err() == nil {
+			d.log.LogAttrs(d.ctx, slog.LevelWarn, "acknowledging failed; will try again",
+				slog.String("group", d.cfg.Group), slog.Int("messages", len(batch)), slog.Any("error", err))
+		}
+		if !sleep(d.ctx, wait) {
+			// Close gave up: the broker redelivers what was not acknowledged.
+			d.cfg.Settler.Release(context.WithoutCancel(d.ctx), batch)
+			d.released.Add(uint64(len(batch)))
+			return
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Close stops taking messages, lets the workers finish what was
+// dispatched, acknowledges it, and stops every goroutine. Events waiting
+// for a retry are released (see the package documentation). If ctx ends
+// first, handlers' contexts are cancelled, what is left is released, and
+// Close returns ctx.Err() without waiting for handlers that ignore their
+// context. It is idempotent.
+func (d *Dispatcher) Close(ctx context.Context) error {
+	if !d.closeStarted.CompareAndSwap(false, true) {
+		select {
+		case <-d.closeDone:
+			return d.closeErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer close(d.closeDone)
+	close(d.stopping)
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	d.gate.Lock()
+	d.stopped = true
+	for _, w := range d.workers {
+		close(w.in)
+	}
+	d.gate.Unlock()
+	go func() {
+		d.workersWG.Wait()
+		close(d.acks) // only now: workers send acks until they stop
+	}()
+	select {
+	case <-d.ackerDone:
+		d.cancel()
+	case <-ctx.Done():
+		d.cancel()
+		d.closeErr = fmt.Errorf("consumer: close: %w", ctx.Err())
+	}
+	return d.closeErr
+}
+
+// Stats returns the dispatcher's counters and subscriber counts, plus the
+// transport's Counters if the Config has them.
+func (d *Dispatcher) Stats() bus.Stats {
+	st := bus.Stats{Subscribers: map[string]int{}}
+	for _, w := range d.workers {
+		st.Delivered += w.delivered.Load()
+		st.HandlersInvoked += w.invoked.Load()
+		st.HandlerErrors += w.errors.Load()
+		st.HandlerPanics += w.panics.Load()
+	}
+	st.Received = d.received.Load()
+	st.Handled = d.handled.Load()
+	st.Retries = d.retries.Load()
+	st.DeadLettered = d.deadLettered.Load()
+	st.InFlight = d.inFlight.Load()
+	d.mu.Lock()
+	for _, s := range d.subs {
+		if s.types == nil {
+			st.WildcardSubscribers++
+		}
+		for _, t := range s.types {
+			st.Subscribers[t]++
+		}
+	}
+	d.mu.Unlock()
+	if d.cfg.Counters != nil {
+		d.cfg.Counters.AddTo(&st)
+	}
+	return st
+}
+
+// Released returns how many messages were handed back unsettled at Close.
+func (d *Dispatcher) Released() uint64 { return d.released.Load() }
+
+// retryQueue is a min-heap of parked items by due time.
+type retryQueue []*item
+
+func (q retryQueue) Len() int           { return len(q) }
+func (q retryQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
+func (q retryQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *retryQueue) Push(x any)        { *q = append(*q, x.(*item)) }
+func (q *retryQueue) Pop() any {
+	old := *q
+	it := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return it
+}

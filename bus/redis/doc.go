@@ -1,0 +1,60 @@
+// Package redis is the Redis Streams bus (github.com/redis/go-redis/v9).
+//
+// # Layout
+//
+// All keys of one bus share the hash tag of its StreamPrefix, so that they
+// live in one Redis Cluster slot and one XREADGROUP can read two of them:
+//
+//	{prefix}:events          every published event, in publish order
+//	{prefix}:replay:<group>  dead letters replayed for one group only
+//	{prefix}:dlq:<group>     one group's dead letters
+//
+// A published event is one entry of {prefix}:events with the fields
+//
+//	id        event ID (UUID v7)
+//	type      event type name
+//	agg_type  aggregate type
+//	agg_id    aggregate ID
+//	version   aggregate version, decimal
+//	envelope  the envelope, as eventsource.JSONCodec writes it
+//
+// The first five are copies for routing and inspection (XRANGE, redis-cli);
+// consumers decode only the envelope. A dead letter is an entry of the
+// group's dead-letter stream with the same fields plus reason (malformed,
+// unknown_type or max_retries), error, attempts, group, handlers (JSON
+// array of the subscriptions that failed), time (RFC 3339), source and
+// source_id (the stream and entry it came from). Replay moves the entry,
+// all fields kept, to the group's replay stream, atomically.
+//
+// # Consuming
+//
+// The first subscription starts the consumer: it creates the group on the
+// events and replay streams from the start ("0", MKSTREAM), so a group
+// created late catches up on the backlog, then reads both streams with
+// XREADGROUP. Members of one group share the entries; every group gets
+// every entry. A Dispatcher (bus/consumer) runs the handlers; an entry is
+// XACKed once its handlers succeeded or it was dead-lettered, acks batched.
+// Entries left pending longer than ClaimIdle by a member that stopped are
+// taken over by XAUTOCLAIM, run by every member every ClaimInterval; their
+// delivery count counts as attempts, so a message that keeps killing its
+// consumers is dead-lettered after Retry.MaxRetries deliveries.
+//
+// # Guarantees and limits
+//
+//   - At-least-once: a handler can see an event again after a crash, a
+//     reclaim, or a Close that released events waiting for a retry.
+//   - Order per aggregate holds within one bus instance. Redis hands the
+//     entries of a stream to the members of a group in turn, so two
+//     members of one group can run events of one aggregate concurrently;
+//     use one member per group where that order matters across processes.
+//   - A replayed dead letter comes after the events that followed it.
+//   - ClaimIdle must exceed the longest handler run plus the retry backoff
+//     (Validate checks the backoff), or a live member's entry is claimed
+//     by another and run twice.
+//   - A bus reads from its first subscription until Close, even with every
+//     subscription removed: entries no handler wants are acknowledged
+//     without being decoded.
+//   - The admin API (DeadLetters) works while the bus is open.
+//   - MaxLen trimming is approximate and deletes entries whether or not
+//     every group has read them; it is off by default.
+package redis

@@ -1,0 +1,473 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/bus"
+	"github.com/eventsource-go/eventsource/bus/consumer"
+)
+
+// Field names of an events stream entry (see the package documentation).
+const (
+	fieldID       = "id"
+	fieldType     = "type"
+	fieldAggType  = "agg_type"
+	fieldAggID    = "agg_id"
+	fieldVersion  = "version"
+	fieldEnvelope = "envelope"
+	fieldHandlers = "handlers"
+)
+
+// Bus is the Redis Streams bus. It implements bus.Bus and
+// bus.MultiTypeSubscriber.
+type Bus struct {
+	cfg   Config
+	log   *slog.Logger
+	keys  keys
+	codec eventsource.JSONCodec
+
+	client *goredis.Client // publishing, acks, claims, dead letters, admin
+	// reader runs only the blocking XREADGROUP, on a pool of one
+	// connection whose client ID Close passes to CLIENT UNBLOCK.
+	reader          *goredis.Client
+	readerID        atomic.Int64
+	readerConnected atomic.Bool
+
+	d        *consumer.Dispatcher
+	counters consumer.Counters
+
+	gate   sync.RWMutex // Publish holds it shared, Close exclusive
+	closed bool
+
+	startOnce sync.Once
+	consuming atomic.Bool // the read and claim loops were started
+	loopCtx   context.Context
+	stopLoops context.CancelFunc
+	loops     sync.WaitGroup
+
+	closeStarted atomic.Bool
+	closeDone    chan struct{}
+	closeErr     error
+}
+
+var (
+	_ bus.Bus                 = (*Bus)(nil)
+	_ bus.MultiTypeSubscriber = (*Bus)(nil)
+)
+
+// New validates cfg, connects, and returns a bus. Nothing is read until
+// the first subscription.
+func New(ctx context.Context, cfg Config) (*Bus, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts, _ := parseURL(cfg.URL) // Validate parsed it
+	if cfg.TLS != nil {
+		opts.TLSConfig = cfg.TLS
+	}
+	b := &Bus{
+		cfg:       cfg,
+		log:       cfg.Logger.With(slog.String("bus", "redis"), slog.String("group", cfg.Group)),
+		keys:      keysFor(cfg.StreamPrefix, cfg.Group),
+		codec:     eventsource.NewJSONCodec(cfg.Registry),
+		closeDone: make(chan struct{}),
+	}
+	b.client = goredis.NewClient(opts)
+	readerOpts := *opts
+	readerOpts.PoolSize = 1
+	readerOpts.MinIdleConns = 0
+	readerOpts.MaxIdleConns = 1
+	readerOpts.OnConnect = func(ctx context.Context, cn *goredis.Conn) error {
+		if id, err := cn.ClientID(ctx).Result(); err == nil {
+			b.readerID.Store(id)
+		}
+		// The reader's pool holds one connection, busy all the time: a new
+		// one means the last was lost (go-redis may redial inside one call,
+		// so the read loop does not always see an error).
+		if b.readerConnected.Swap(true) {
+			b.counters.Reconnects.Add(1)
+		}
+		return nil
+	}
+	b.reader = goredis.NewClient(&readerOpts)
+	if err := b.client.Ping(ctx).Err(); err != nil {
+		_ = b.client.Close()
+		_ = b.reader.Close()
+		return nil, fmt.Errorf("redis bus: connect to %s: %w", cfg.RedactedURL(), err)
+	}
+	d, err := consumer.New(consumer.Config{
+		Group: cfg.Group, Registry: cfg.Registry, Settler: settler{b}, Retry: cfg.Retry,
+		Workers: cfg.Workers, MaxInFlight: cfg.MaxInFlight, Logger: b.log, Counters: &b.counters,
+	})
+	if err != nil {
+		_ = b.client.Close()
+		_ = b.reader.Close()
+		return nil, err
+	}
+	b.d = d
+	b.loopCtx, b.stopLoops = context.WithCancel(context.Background())
+	return b, nil
+}
+
+// Config returns the bus's configuration, defaults applied.
+func (b *Bus) Config() Config { return b.cfg }
+
+// Publish appends events to the stream, several in one pipeline, and
+// returns once Redis has them. An invalid envelope fails the whole call
+// before anything is sent.
+func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error {
+	b.gate.RLock()
+	defer b.gate.RUnlock()
+	if b.closed {
+		return bus.ErrClosed
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	args := make([]goredis.XAddArgs, len(events))
+	values := make([]any, 0, 12*len(events)) // one allocation for the batch's fields
+	for i := range events {
+		env := &events[i]
+		if env.Type == "" || env.Event == nil {
+			return fmt.Errorf("%w: envelope %d has no type or no payload", eventsource.ErrInvalidEvent, i)
+		}
+		data, err := b.codec.Marshal(*env)
+		if err != nil {
+			return err
+		}
+		n := len(values)
+		values = append(values,
+			fieldID, env.ID.String(), fieldType, env.Type, fieldAggType, env.AggregateType,
+			fieldAggID, env.AggregateID, fieldVersion, itoa(env.Version), fieldEnvelope, data)
+		args[i] = goredis.XAddArgs{Stream: b.keys.events, ID: "*", Values: values[n:len(values):len(values)]}
+		if b.cfg.MaxLen > 0 {
+			args[i].MaxLen, args[i].Approx = b.cfg.MaxLen, true
+		}
+	}
+	if len(args) == 1 {
+		if err := b.client.XAdd(ctx, &args[0]).Err(); err != nil {
+			return fmt.Errorf("redis bus: publish: %w", err)
+		}
+		b.counters.Published.Add(1)
+		return nil
+	}
+	cmds, err := b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i := range args {
+			p.XAdd(ctx, &args[i])
+		}
+		return nil
+	})
+	var ok uint64
+	for _, c := range cmds {
+		if c.Err() == nil {
+			ok++
+		}
+	}
+	b.counters.Published.Add(ok)
+	if err != nil {
+		return fmt.Errorf("redis bus: publish: %d of %d events appended: %w", ok, len(events), err)
+	}
+	return nil
+}
+
+// Subscribe registers h for one event type; the first subscription starts
+// the consumer.
+func (b *Bus) Subscribe(eventType string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
+	return b.started(b.d.Subscribe(eventType, h, opts...))
+}
+
+// SubscribeTypes registers h once for several types (bus.MultiTypeSubscriber).
+func (b *Bus) SubscribeTypes(eventTypes []string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
+	return b.started(b.d.SubscribeTypes(eventTypes, h, opts...))
+}
+
+// SubscribeAll registers h for every event type.
+func (b *Bus) SubscribeAll(h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
+	return b.started(b.d.SubscribeAll(h, opts...))
+}
+
+func (b *Bus) started(s bus.Subscription, err error) (bus.Subscription, error) {
+	if err != nil {
+		return nil, err
+	}
+	b.gate.RLock()
+	defer b.gate.RUnlock()
+	if b.closed {
+		_ = s.Unsubscribe()
+		return nil, bus.ErrClosed
+	}
+	b.startOnce.Do(func() {
+		b.consuming.Store(true)
+		b.loops.Go(b.readLoop)
+		b.loops.Go(b.claimLoop)
+	})
+	return s, nil
+}
+
+// Stats returns the bus's counters.
+func (b *Bus) Stats() bus.Stats { return b.d.Stats() }
+
+// DeadLetters returns the admin API of this bus's group's dead letters.
+func (b *Bus) DeadLetters() consumer.Admin { return admin{b} }
+
+// Close stops reading, lets the handlers finish what was read, acks it,
+// and closes the connections. Events waiting for a retry stay pending in
+// Redis, for another member (or this group's next process) to claim. If
+// ctx ends first it returns ctx.Err(); see consumer.Dispatcher.Close.
+func (b *Bus) Close(ctx context.Context) error {
+	if !b.closeStarted.CompareAndSwap(false, true) {
+		select {
+		case <-b.closeDone:
+			return b.closeErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer close(b.closeDone)
+	b.gate.Lock()
+	b.closed = true
+	b.gate.Unlock()
+
+	b.stopLoops()
+	err := b.waitLoops(ctx)
+	if err == nil {
+		err = b.d.Close(ctx)
+	} else {
+		_ = b.d.Close(ctx) // ctx is over: cancels handlers, releases the rest
+	}
+	if err == nil && b.consuming.Load() {
+		b.forgetConsumer(ctx)
+	}
+	b.closeErr = errors.Join(err, b.reader.Close(), b.client.Close())
+	return b.closeErr
+}
+
+// forgetConsumer removes this member from the group when it holds no
+// pending entry, so that default names, unique per process, do not pile
+// up in XINFO CONSUMERS. With entries pending (released at Close) it
+// stays, and the entries wait for a claim.
+func (b *Bus) forgetConsumer(ctx context.Context) {
+	for _, stream := range []string{b.keys.events, b.keys.replay} {
+		p, err := b.client.XPendingExt(ctx, &goredis.XPendingExtArgs{
+			Stream: stream, Group: b.cfg.Group, Consumer: b.cfg.Consumer, Start: "-", End: "+", Count: 1,
+		}).Result()
+		if err != nil || len(p) > 0 {
+			return
+		}
+	}
+	for _, stream := range []string{b.keys.events, b.keys.replay} {
+		_ = b.client.XGroupDelConsumer(ctx, stream, b.cfg.Group, b.cfg.Consumer).Err()
+	}
+}
+
+// waitLoops waits for the read and claim loops, waking the reader from
+// XREADGROUP BLOCK with CLIENT UNBLOCK (which returns an empty read, so
+// no entry is delivered and lost) rather than waiting out Block.
+func (b *Bus) waitLoops(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		b.loops.Wait()
+		close(done)
+	}()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if id := b.readerID.Load(); id != 0 {
+			_ = b.client.ClientUnblock(ctx, id).Err()
+		}
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("redis bus: close: %w", ctx.Err())
+		case <-tick.C: // the reader may have been between two reads: unblock again
+		}
+	}
+}
+
+// readLoop reads new entries of the events and replay streams and hands
+// them to the dispatcher, until Close. It survives Redis restarts: errors
+// are retried with backoff, and a missing group is created again.
+func (b *Bus) readLoop() {
+	ctx := b.loopCtx
+	args := &goredis.XReadGroupArgs{
+		Group: b.cfg.Group, Consumer: b.cfg.Consumer,
+		Streams: []string{b.keys.events, b.keys.replay, ">", ">"},
+		Count:   int64(b.cfg.ReadCount), Block: b.cfg.Block,
+	}
+	needGroups := true
+	failing := false
+	wait := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		var streams []goredis.XStream
+		err := error(nil)
+		if needGroups {
+			err = b.ensureGroups(ctx)
+		}
+		if err == nil {
+			needGroups = false
+			streams, err = b.reader.XReadGroup(ctx, args).Result()
+			if errors.Is(err, goredis.Nil) {
+				err = nil
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if isNoGroup(err) {
+				needGroups = true
+			}
+			if !failing {
+				b.log.LogAttrs(ctx, slog.LevelWarn, "reading from Redis failed; retrying",
+					slog.String("url", b.cfg.RedactedURL()), slog.Any("error", err))
+			}
+			failing = true
+			if !sleep(ctx, wait) {
+				return
+			}
+			wait = min(wait*2, 2*time.Second)
+			continue
+		}
+		if failing {
+			failing = false
+			wait = 50 * time.Millisecond
+			b.log.LogAttrs(ctx, slog.LevelInfo, "reading from Redis again", slog.String("url", b.cfg.RedactedURL()))
+		}
+		for _, s := range streams {
+			msgs := make([]consumer.Message, len(s.Messages))
+			for i, m := range s.Messages {
+				msgs[i] = toMessage(s.Stream, m, 1)
+			}
+			if _, err := b.d.DispatchBatch(ctx, msgs); err != nil {
+				return // closing: the rest stays pending for a claim
+			}
+		}
+	}
+}
+
+// ensureGroups creates the group on both streams, from their start.
+func (b *Bus) ensureGroups(ctx context.Context) error {
+	for _, stream := range []string{b.keys.events, b.keys.replay} {
+		err := b.client.XGroupCreateMkStream(ctx, stream, b.cfg.Group, "0").Err()
+		if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("create group %q on %s: %w", b.cfg.Group, stream, err)
+		}
+	}
+	return nil
+}
+
+func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
+
+// claimLoop takes over entries other members (or this group's earlier
+// processes) left pending longer than ClaimIdle.
+func (b *Bus) claimLoop() {
+	ctx := b.loopCtx
+	tick := time.NewTicker(b.cfg.ClaimInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, stream := range []string{b.keys.events, b.keys.replay} {
+			if err := b.claim(ctx, stream); err != nil && ctx.Err() == nil && !isNoGroup(err) {
+				b.log.LogAttrs(ctx, slog.LevelWarn, "claiming pending entries failed",
+					slog.String("stream", stream), slog.Any("error", err))
+			}
+		}
+	}
+}
+
+func (b *Bus) claim(ctx context.Context, stream string) error {
+	start := "0-0"
+	for {
+		msgs, next, err := b.client.XAutoClaim(ctx, &goredis.XAutoClaimArgs{
+			Stream: stream, Group: b.cfg.Group, Consumer: b.cfg.Consumer,
+			MinIdle: b.cfg.ClaimIdle, Start: start, Count: int64(b.cfg.ReadCount),
+		}).Result()
+		if err != nil {
+			return err
+		}
+		if len(msgs) > 0 {
+			counts, err := b.deliveryCounts(ctx, stream, msgs)
+			if err != nil {
+				return err
+			}
+			batch := make([]consumer.Message, len(msgs))
+			for i, m := range msgs {
+				batch[i] = toMessage(stream, m, counts[m.ID])
+			}
+			b.log.LogAttrs(ctx, slog.LevelInfo, "claimed pending entries",
+				slog.String("stream", stream), slog.Int("entries", len(msgs)), slog.String("first", msgs[0].ID))
+			n, err := b.d.DispatchBatch(ctx, batch)
+			b.counters.Reclaimed.Add(uint64(n))
+			if err != nil {
+				return nil // closing
+			}
+		}
+		if next == "0-0" || next == "" {
+			return nil
+		}
+		start = next
+	}
+}
+
+// deliveryCounts reads the delivery counts of claimed entries (XAUTOCLAIM
+// does not return them).
+func (b *Bus) deliveryCounts(ctx context.Context, stream string, msgs []goredis.XMessage) (map[string]int, error) {
+	pend, err := b.client.XPendingExt(ctx, &goredis.XPendingExtArgs{
+		Stream: stream, Group: b.cfg.Group, Consumer: b.cfg.Consumer,
+		Start: msgs[0].ID, End: msgs[len(msgs)-1].ID, Count: int64(len(msgs) + b.cfg.MaxInFlight + 4096),
+	}).Result()
+	if err != nil {
+		return nil, err
+	}
+	counts := make(map[string]int, len(pend))
+	for _, p := range pend {
+		counts[p.ID] = int(p.RetryCount)
+	}
+	for _, m := range msgs {
+		if counts[m.ID] == 0 {
+			counts[m.ID] = 2 // claimed, so delivered at least twice
+		}
+	}
+	return counts, nil
+}
+
+// toMessage turns a stream entry into a dispatcher message.
+func toMessage(stream string, m goredis.XMessage, attempt int) consumer.Message {
+	msg := consumer.Message{Source: stream, ID: m.ID, Attempt: attempt}
+	msg.Key, _ = m.Values[fieldAggID].(string)
+	msg.Type, _ = m.Values[fieldType].(string)
+	if s, ok := m.Values[fieldEnvelope].(string); ok {
+		msg.Body = []byte(s)
+	}
+	if h, ok := m.Values[fieldHandlers].(string); ok && h != "" {
+		msg.Handlers = decodeHandlers(h)
+	}
+	return msg
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
