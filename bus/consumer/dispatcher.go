@@ -56,6 +56,27 @@ type Settler interface {
 	Release(ctx context.Context, msgs []Message)
 }
 
+// Rescheduler is implemented by transports that keep retries on the broker
+// (a delay queue, a retry topic) rather than in the consumer's memory; see
+// Config.BrokerRetries.
+type Rescheduler interface {
+	// Reschedule hands msg back to the broker, to be delivered to this
+	// group again after r.Delay with r's attempt count and handler names
+	// (the transport carries them in headers and sets Message.Attempt and
+	// Message.Handlers on redelivery), and acknowledges the original,
+	// atomically if the broker allows. An error is logged and the call
+	// retried.
+	Reschedule(ctx context.Context, msg Message, r Retry) error
+}
+
+// Retry describes one rescheduled delivery.
+type Retry struct {
+	Attempts int           // attempts made so far
+	Delay    time.Duration // how long the broker should hold the message
+	Handlers []string      // the subscriptions that failed and run again
+	Error    string        // the last error's text
+}
+
 // Config configures a Dispatcher.
 type Config struct {
 	Group    string                // the consumer group, recorded in dead letters
@@ -74,6 +95,12 @@ type Config struct {
 	Logger   *slog.Logger // default slog.Default()
 	// Counters, if set, are the transport's counters; Stats adds them.
 	Counters *Counters
+	// BrokerRetries hands failed events back to the broker through the
+	// Settler, which must implement Rescheduler, instead of parking them in
+	// memory. The consumer then holds nothing unacknowledged while an event
+	// waits, but later events of the same aggregate are not held back: a
+	// retried event arrives after them.
+	BrokerRetries bool
 }
 
 // Dispatcher decodes, routes and runs handlers for a distributed bus; see
@@ -114,6 +141,9 @@ type Dispatcher struct {
 func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Registry == nil || cfg.Settler == nil {
 		return nil, errors.New("consumer: Config needs a Registry and a Settler")
+	}
+	if _, ok := cfg.Settler.(Rescheduler); cfg.BrokerRetries && !ok {
+		return nil, fmt.Errorf("consumer: BrokerRetries needs a Settler that implements Rescheduler; %T does not", cfg.Settler)
 	}
 	cfg.Retry = cfg.Retry.WithDefaults()
 	if err := cfg.Retry.Validate(); err != nil {
@@ -360,6 +390,10 @@ func (w *worker) process(it *item) (parked bool) {
 		return false
 	}
 	d.retries.Add(1)
+	if d.cfg.BrokerRetries {
+		d.reschedule(it)
+		return false
+	}
 	it.due = time.Now().Add(d.cfg.Retry.Backoff(it.attempts))
 	heap.Push(&w.waiting, it)
 	if _, blocked := w.held[it.key]; !blocked {
@@ -504,23 +538,8 @@ func (d *Dispatcher) deadLetter(it *item, reason Reason, cause error) {
 			rec.Handlers = append(rec.Handlers, s.name)
 		}
 	}
-	wait := 50 * time.Millisecond
-	for {
-		err := d.cfg.Settler.DeadLetter(d.ctx, it.msg, rec)
-		if err == nil {
-			break
-		}
-		if d.ctx.Err() != nil {
-			d.release([]*item{it})
-			return
-		}
-		d.log.LogAttrs(d.ctx, slog.LevelWarn, "dead-lettering failed; will try again",
-			slog.String("group", d.cfg.Group), slog.String("message_id", it.msg.ID), slog.Any("error", err))
-		if !sleep(d.ctx, wait) {
-			d.release([]*item{it})
-			return
-		}
-		wait = min(wait*2, 2*time.Second)
+	if !d.settleOrRelease(it, "dead-lettering", func() error { return d.cfg.Settler.DeadLetter(d.ctx, it.msg, rec) }) {
+		return
 	}
 	d.deadLettered.Add(1)
 	d.log.LogAttrs(d.ctx, slog.LevelError, "event dead-lettered",
@@ -529,6 +548,44 @@ func (d *Dispatcher) deadLetter(it *item, reason Reason, cause error) {
 		slog.String("aggregate_id", rec.AggregateID), slog.String("message_id", it.msg.ID),
 		slog.Int("attempts", rec.Attempts), slog.String("error", rec.Error))
 	d.settled(1)
+}
+
+// reschedule hands it back to the broker for a later attempt.
+func (d *Dispatcher) reschedule(it *item) {
+	r := Retry{Attempts: it.attempts, Delay: d.cfg.Retry.Backoff(it.attempts)}
+	for _, s := range it.pending {
+		r.Handlers = append(r.Handlers, s.name)
+	}
+	if it.lastErr != nil {
+		r.Error = it.lastErr.Error()
+	}
+	rs := d.cfg.Settler.(Rescheduler)
+	if d.settleOrRelease(it, "rescheduling", func() error { return rs.Reschedule(d.ctx, it.msg, r) }) {
+		d.settled(1)
+	}
+}
+
+// settleOrRelease calls settle until the broker accepts it, backing off
+// between tries. If Close gives up first, it releases it and reports false.
+func (d *Dispatcher) settleOrRelease(it *item, what string, settle func() error) bool {
+	wait := 50 * time.Millisecond
+	for {
+		err := settle()
+		if err == nil {
+			return true
+		}
+		if d.ctx.Err() != nil {
+			d.release([]*item{it})
+			return false
+		}
+		d.log.LogAttrs(d.ctx, slog.LevelWarn, what+" failed; will try again",
+			slog.String("group", d.cfg.Group), slog.String("message_id", it.msg.ID), slog.Any("error", err))
+		if !sleep(d.ctx, wait) {
+			d.release([]*item{it})
+			return false
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
 }
 
 // runAcker batches acknowledgements: one broker call settles up to
