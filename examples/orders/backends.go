@@ -4,9 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
+	redisbus "github.com/eventsource-go/eventsource/bus/redis"
 	"github.com/eventsource-go/eventsource/eventstore"
 )
 
@@ -23,13 +28,39 @@ func openStore(ctx context.Context, cfg config, registry *eventsource.Registry) 
 	return nil, nil, fmt.Errorf("unknown -store %q: use memory, sqlite or postgres", cfg.store)
 }
 
-// openBus returns the bus named by -bus.
-func openBus(ctx context.Context, cfg config, registry *eventsource.Registry, logger *slog.Logger) (bus.Bus, error) {
+// openBus returns the bus named by -bus, and a function that removes what
+// the run left on the broker. Broker-backed buses get names unique to the
+// run, so a run never sees an earlier run's events.
+func openBus(ctx context.Context, cfg config, registry *eventsource.Registry, logger *slog.Logger) (bus.Bus, func(), error) {
+	run := "orders-example-" + uuid.NewString()[:8]
 	switch cfg.bus {
 	case "memory":
-		return bus.NewInProcess(bus.WithLogger(logger)), nil
-	case "redis", "rabbitmq", "kafka":
-		return nil, fmt.Errorf("-bus %s is not available in this build yet; use -bus memory", cfg.bus)
+		return bus.NewInProcess(bus.WithLogger(logger)), func() {}, nil
+	case "redis":
+		b, err := redisbus.New(ctx, redisbus.Config{URL: cfg.redisURL, Registry: registry, StreamPrefix: run, Group: "orders", Logger: logger})
+		if err != nil {
+			return nil, nil, err
+		}
+		return b, func() { deleteRedisKeys(cfg.redisURL, redisbus.KeyPattern(run)) }, nil
+	case "rabbitmq", "kafka":
+		return nil, nil, fmt.Errorf("-bus %s is not available in this build yet; use -bus memory or redis", cfg.bus)
 	}
-	return nil, fmt.Errorf("unknown -bus %q: use memory, redis, rabbitmq or kafka", cfg.bus)
+	return nil, nil, fmt.Errorf("unknown -bus %q: use memory, redis, rabbitmq or kafka", cfg.bus)
+}
+
+// deleteRedisKeys removes the run's streams; the example is a demo and
+// should leave nothing behind.
+func deleteRedisKeys(url, pattern string) {
+	opts, err := goredis.ParseURL(url)
+	if err != nil {
+		return
+	}
+	c := goredis.NewClient(opts)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	keys, err := c.Keys(ctx, pattern).Result()
+	if err == nil && len(keys) > 0 {
+		c.Del(ctx, keys...)
+	}
 }

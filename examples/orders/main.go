@@ -86,10 +86,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeStore()
-	b, err := openBus(ctx, cfg, registry, logger)
+	b, cleanupBus, err := openBus(ctx, cfg, registry, logger)
 	if err != nil {
 		return err
 	}
+	defer cleanupBus()
 	defer b.Close(context.Background())
 
 	// Subscribers: the projection reads three types, the notifier one, the
