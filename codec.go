@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 )
@@ -17,20 +16,6 @@ type Codec interface {
 	Unmarshal([]byte) (Envelope, error)
 }
 
-// wireEnvelope is the JSON wire format documented in the README. Field names
-// are part of the contract with services written in other languages.
-type wireEnvelope struct {
-	ID            string          `json:"id"`
-	Type          string          `json:"type"`
-	AggregateType string          `json:"aggregate_type"`
-	AggregateID   string          `json:"aggregate_id"`
-	Version       int64           `json:"version"`
-	Position      int64           `json:"position,omitempty"`
-	OccurredAt    time.Time       `json:"occurred_at"`
-	Metadata      *Metadata       `json:"metadata,omitempty"`
-	Data          json.RawMessage `json:"data"`
-}
-
 // JSONCodec is the default codec. Decoding needs the registry to turn the
 // "data" field into the right Go type.
 type JSONCodec struct {
@@ -40,29 +25,17 @@ type JSONCodec struct {
 // NewJSONCodec returns a JSON codec that decodes payloads with r.
 func NewJSONCodec(r *Registry) JSONCodec { return JSONCodec{Registry: r} }
 
-// Marshal encodes env; the payload goes under "data".
+// Marshal encodes env in the wire format; the payload goes under "data".
 func (c JSONCodec) Marshal(env Envelope) ([]byte, error) {
 	data, err := MarshalEvent(env.Event)
 	if err != nil {
 		return nil, err
 	}
-	w := wireEnvelope{
-		ID:            env.ID.String(),
-		Type:          env.Type,
-		AggregateType: env.AggregateType,
-		AggregateID:   env.AggregateID,
-		Version:       env.Version,
-		Position:      env.Position,
-		OccurredAt:    env.OccurredAt,
-		Data:          data,
+	typ := env.Type
+	if typ == "" {
+		typ = env.Event.EventType()
 	}
-	if w.Type == "" {
-		w.Type = env.Event.EventType()
-	}
-	if !env.Metadata.IsZero() {
-		w.Metadata = &env.Metadata
-	}
-	return json.Marshal(w)
+	return appendEnvelope(make([]byte, 0, len(data)+256), &env, typ, data)
 }
 
 // Unmarshal decodes bytes written by Marshal, or by another service that
@@ -70,39 +43,43 @@ func (c JSONCodec) Marshal(env Envelope) ([]byte, error) {
 // *DecodeError matching ErrMalformed; an unregistered type, one matching
 // ErrUnknownEventType.
 func (c JSONCodec) Unmarshal(b []byte) (Envelope, error) {
-	var w wireEnvelope
-	if err := json.Unmarshal(b, &w); err != nil {
-		return Envelope{}, &DecodeError{Kind: ErrMalformed, Cause: err}
+	w, err := readWire(b)
+	if err != nil {
+		return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: err}
 	}
-	if w.Type == "" {
+	if w.typ == "" {
 		return Envelope{}, &DecodeError{Kind: ErrMalformed, Cause: errors.New(`missing "type"`)}
 	}
-	id, err := uuid.Parse(w.ID)
+	id, err := uuid.Parse(w.id)
 	if err != nil {
-		return Envelope{}, &DecodeError{Type: w.Type, Kind: ErrMalformed, Cause: fmt.Errorf(`field "id": %w`, err)}
-	}
-	if len(bytes.TrimSpace(w.Data)) == 0 {
-		return Envelope{}, &DecodeError{Type: w.Type, Kind: ErrMalformed, Cause: errors.New(`missing "data"`)}
-	}
-	if c.Registry == nil {
-		return Envelope{}, &DecodeError{Type: w.Type, Kind: ErrUnknownEventType, Cause: errors.New("codec has no registry")}
-	}
-	event, err := c.Registry.Decode(w.Type, w.Data)
-	if err != nil {
-		return Envelope{}, err
+		return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: fmt.Errorf(`field "id": %w`, err)}
 	}
 	env := Envelope{
 		ID:            id,
-		Type:          w.Type,
-		AggregateType: w.AggregateType,
-		AggregateID:   w.AggregateID,
-		Version:       w.Version,
-		Position:      w.Position,
-		OccurredAt:    w.OccurredAt,
-		Event:         event,
+		Type:          w.typ,
+		AggregateType: w.aggregateType,
+		AggregateID:   w.aggregateID,
+		Version:       w.version,
+		Position:      w.position,
 	}
-	if w.Metadata != nil {
-		env.Metadata = *w.Metadata
+	if w.occurredAt != nil {
+		if err := env.OccurredAt.UnmarshalJSON(w.occurredAt); err != nil {
+			return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: fmt.Errorf(`field "occurred_at": %w`, err)}
+		}
+	}
+	if w.metadata != nil {
+		if err := json.Unmarshal(w.metadata, &env.Metadata); err != nil {
+			return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: fmt.Errorf(`field "metadata": %w`, err)}
+		}
+	}
+	if len(bytes.TrimSpace(w.data)) == 0 {
+		return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: errors.New(`missing "data"`)}
+	}
+	if c.Registry == nil {
+		return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrUnknownEventType, Cause: errors.New("codec has no registry")}
+	}
+	if env.Event, err = c.Registry.Decode(w.typ, w.data); err != nil {
+		return Envelope{}, err
 	}
 	return env, nil
 }

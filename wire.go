@@ -1,0 +1,316 @@
+package eventsource
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// The envelope's JSON is written and read by hand: every broker-backed bus
+// and durable store encodes and decodes each event, and encoding/json's
+// reflection over the envelope cost more than the rest of the consumer
+// path together. Payloads and metadata still go through encoding/json.
+
+// appendEnvelope writes env as the wire format's JSON object, with data as
+// the already encoded payload.
+func appendEnvelope(buf []byte, env *Envelope, typ string, data []byte) ([]byte, error) {
+	buf = append(buf, `{"id":"`...)
+	buf = appendUUID(buf, env.ID)
+	buf = append(buf, `","type":`...)
+	buf = appendString(buf, typ)
+	buf = append(buf, `,"aggregate_type":`...)
+	buf = appendString(buf, env.AggregateType)
+	buf = append(buf, `,"aggregate_id":`...)
+	buf = appendString(buf, env.AggregateID)
+	buf = append(buf, `,"version":`...)
+	buf = strconv.AppendInt(buf, env.Version, 10)
+	if env.Position != 0 {
+		buf = append(buf, `,"position":`...)
+		buf = strconv.AppendInt(buf, env.Position, 10)
+	}
+	buf = append(buf, `,"occurred_at":"`...)
+	buf = env.OccurredAt.AppendFormat(buf, time.RFC3339Nano)
+	buf = append(buf, '"')
+	if !env.Metadata.IsZero() {
+		md, err := json.Marshal(env.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("%w: encode metadata: %v", ErrInvalidEvent, err)
+		}
+		buf = append(buf, `,"metadata":`...)
+		buf = append(buf, md...)
+	}
+	buf = append(buf, `,"data":`...)
+	buf = append(buf, data...)
+	return append(buf, '}'), nil
+}
+
+func appendUUID(buf []byte, id uuid.UUID) []byte {
+	var s [36]byte
+	const hex = "0123456789abcdef"
+	j := 0
+	for i, b := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			s[j] = '-'
+			j++
+		}
+		s[j], s[j+1] = hex[b>>4], hex[b&0x0f]
+		j += 2
+	}
+	return append(buf, s[:]...)
+}
+
+// appendString quotes s. Plain ASCII, the usual case, is copied as is;
+// anything else goes through encoding/json's escaping.
+func appendString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(buf, q...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
+}
+
+var errSyntax = errors.New("invalid JSON")
+
+// wireReader reads the envelope object. It accepts what encoding/json
+// would decode into the documented fields (keys matched case-insensitively,
+// unknown keys ignored, the last of duplicate keys winning) and rejects
+// the rest.
+type wireReader struct {
+	b []byte
+	i int
+}
+
+type wireFields struct {
+	id, typ, aggregateType, aggregateID string
+	version, position                   int64
+	occurredAt, metadata, data          []byte // raw JSON values; nil when absent
+}
+
+func readWire(b []byte) (wireFields, error) {
+	var f wireFields
+	r := wireReader{b: b}
+	r.ws()
+	if !r.consume('{') {
+		return f, fmt.Errorf("%w: not a JSON object", errSyntax)
+	}
+	r.ws()
+	if r.consume('}') {
+		return f, r.end()
+	}
+	for {
+		r.ws()
+		key, err := r.strBytes()
+		if err != nil {
+			return f, err
+		}
+		r.ws()
+		if !r.consume(':') {
+			return f, fmt.Errorf("%w: expected ':' after key %q", errSyntax, key)
+		}
+		r.ws()
+		if err := r.field(&f, key); err != nil {
+			return f, err
+		}
+		r.ws()
+		if r.consume(',') {
+			continue
+		}
+		if r.consume('}') {
+			return f, r.end()
+		}
+		return f, fmt.Errorf("%w: expected ',' or '}' at offset %d", errSyntax, r.i)
+	}
+}
+
+func (r *wireReader) field(f *wireFields, key []byte) error {
+	var err error
+	switch {
+	case matchKey(key, "id"):
+		f.id, err = r.nullableStr("id")
+	case matchKey(key, "type"):
+		f.typ, err = r.nullableStr("type")
+	case matchKey(key, "aggregate_type"):
+		f.aggregateType, err = r.nullableStr("aggregate_type")
+	case matchKey(key, "aggregate_id"):
+		f.aggregateID, err = r.nullableStr("aggregate_id")
+	case matchKey(key, "occurred_at"):
+		f.occurredAt, err = r.raw() // time.Time.UnmarshalJSON judges it, as encoding/json would
+	case matchKey(key, "version"):
+		f.version, err = r.nullableInt("version")
+	case matchKey(key, "position"):
+		f.position, err = r.nullableInt("position")
+	case matchKey(key, "metadata"):
+		f.metadata, err = r.raw()
+	case matchKey(key, "data"):
+		f.data, err = r.raw()
+	default:
+		var v []byte
+		if v, err = r.raw(); err == nil && !json.Valid(v) {
+			err = fmt.Errorf("%w: field %q", errSyntax, key)
+		}
+	}
+	return err
+}
+
+func matchKey(key []byte, name string) bool {
+	return string(key) == name || bytes.EqualFold(key, []byte(name))
+}
+
+func (r *wireReader) ws() {
+	for r.i < len(r.b) {
+		switch r.b[r.i] {
+		case ' ', '\t', '\n', '\r':
+			r.i++
+		default:
+			return
+		}
+	}
+}
+
+func (r *wireReader) consume(c byte) bool {
+	if r.i < len(r.b) && r.b[r.i] == c {
+		r.i++
+		return true
+	}
+	return false
+}
+
+func (r *wireReader) end() error {
+	r.ws()
+	if r.i != len(r.b) {
+		return fmt.Errorf("%w: data after the object at offset %d", errSyntax, r.i)
+	}
+	return nil
+}
+
+func (r *wireReader) literalNull() bool {
+	if len(r.b)-r.i >= 4 && string(r.b[r.i:r.i+4]) == "null" {
+		r.i += 4
+		return true
+	}
+	return false
+}
+
+func (r *wireReader) nullableStr(key string) (string, error) {
+	if r.literalNull() {
+		return "", nil
+	}
+	s, err := r.str()
+	if err != nil {
+		return "", fmt.Errorf("field %q: %w", key, err)
+	}
+	return s, nil
+}
+
+// str reads a JSON string.
+func (r *wireReader) str() (string, error) {
+	b, err := r.strBytes()
+	return string(b), err
+}
+
+// strBytes reads a JSON string. Strings without escapes, the usual case,
+// are sliced out of the input without copying.
+func (r *wireReader) strBytes() ([]byte, error) {
+	if !r.consume('"') {
+		return nil, fmt.Errorf("%w: expected a string at offset %d", errSyntax, r.i)
+	}
+	start := r.i
+	plain := true
+	for r.i < len(r.b) {
+		c := r.b[r.i]
+		switch {
+		case c == '"':
+			raw := r.b[start:r.i]
+			r.i++
+			if plain && utf8.Valid(raw) {
+				return raw, nil
+			}
+			var s string
+			if err := json.Unmarshal(r.b[start-1:r.i], &s); err != nil {
+				return nil, fmt.Errorf("%w: %v", errSyntax, err)
+			}
+			return []byte(s), nil
+		case c == '\\':
+			plain = false
+			r.i += 2
+		case c < 0x20:
+			return nil, fmt.Errorf("%w: control character in string at offset %d", errSyntax, r.i)
+		default:
+			r.i++
+		}
+	}
+	return nil, fmt.Errorf("%w: unterminated string", errSyntax)
+}
+
+func (r *wireReader) nullableInt(key string) (int64, error) {
+	if r.literalNull() {
+		return 0, nil
+	}
+	start := r.i
+	if r.i < len(r.b) && r.b[r.i] == '-' {
+		r.i++
+	}
+	for r.i < len(r.b) && r.b[r.i] >= '0' && r.b[r.i] <= '9' {
+		r.i++
+	}
+	n, err := strconv.ParseInt(string(r.b[start:r.i]), 10, 64)
+	if err != nil || (r.i < len(r.b) && strings.IndexByte(".eE", r.b[r.i]) >= 0) ||
+		(r.b[start] == '0' && r.i-start > 1) || (r.b[start] == '-' && r.i-start > 2 && r.b[start+1] == '0') {
+		return 0, fmt.Errorf("field %q: %w: not an integer at offset %d", key, errSyntax, start)
+	}
+	return n, nil
+}
+
+// raw returns the next value's bytes, checking only that strings,
+// objects and arrays are closed; encoding/json validates what is decoded.
+func (r *wireReader) raw() ([]byte, error) {
+	start := r.i
+	depth := 0
+	for r.i < len(r.b) {
+		switch c := r.b[r.i]; c {
+		case '"':
+			if _, err := r.str(); err != nil {
+				return nil, err
+			}
+			if depth == 0 {
+				return r.b[start:r.i], nil
+			}
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return r.b[start:r.i], nil
+			}
+			depth--
+			if depth == 0 {
+				r.i++
+				return r.b[start:r.i], nil
+			}
+		case ',':
+			if depth == 0 {
+				return r.b[start:r.i], nil
+			}
+		case ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return r.b[start:r.i], nil
+			}
+		}
+		r.i++
+	}
+	if depth != 0 {
+		return nil, fmt.Errorf("%w: unterminated value", errSyntax)
+	}
+	return r.b[start:r.i], nil
+}
