@@ -15,7 +15,7 @@ import (
 )
 
 // chunkShift sets the size of the blocks the memory log is kept in (1<<10
-// envelopes). Fixed-size blocks mean the log never copies what it already
+// records). Fixed-size blocks mean the log never copies what it already
 // holds as it grows, so a long append run has no pauses proportional to
 // the store's size.
 const (
@@ -28,8 +28,7 @@ const (
 // It is safe for concurrent use. Nothing survives the process.
 //
 // Envelopes are copied in and out (including Metadata.Extra), so callers
-// cannot change what is stored; the type name is the payload's EventType(),
-// which Append checks against Envelope.Type. The Event payload itself is kept as given:
+// cannot change what is stored. The Event payload itself is kept as given:
 // a payload that is a pointer must not be mutated after Append.
 //
 // Readers copy a snapshot of the log's bounds under a read lock and iterate
@@ -77,6 +76,18 @@ func (m *Memory) Append(ctx context.Context, streamID string, expectedVersion in
 	if err != nil {
 		return nil, err
 	}
+	var metadata []*eventsource.Metadata // the store's copies, if any event has metadata
+	for i := range out {
+		if out[i].Metadata.IsZero() {
+			continue
+		}
+		if metadata == nil {
+			metadata = make([]*eventsource.Metadata, len(out))
+		}
+		md := out[i].Metadata
+		prep.CloneExtra(&md) // the caller keeps its Extra map
+		metadata[i] = &md
+	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -95,14 +106,14 @@ func (m *Memory) Append(ctx context.Context, streamID string, expectedVersion in
 		positions = append(positions, out[i].Position)
 	}
 	m.streams[streamID] = positions
-	m.store(out)
+	m.store(out, metadata)
 	return out, nil
 }
 
 // store adds batch to the end of the log, block by block; m.mu must be
 // held for writing. Readers' snapshots end before m.count, so the entries
 // written here are not visible to any of them.
-func (m *Memory) store(batch []eventsource.Envelope) {
+func (m *Memory) store(batch []eventsource.Envelope, metadata []*eventsource.Metadata) {
 	for len(batch) > 0 {
 		off := m.count & chunkMask
 		if off == 0 {
@@ -119,14 +130,14 @@ func (m *Memory) store(batch []eventsource.Envelope) {
 			r.version = env.Version
 			r.occurredAt = env.OccurredAt
 			r.event = env.Event
-			if !env.Metadata.IsZero() {
-				// The caller keeps its Extra map; the store gets its own.
-				md := env.Metadata
-				prep.CloneExtra(&md)
-				r.metadata = &md
+			if metadata != nil {
+				r.metadata = metadata[i]
 			}
 		}
 		batch = batch[n:]
+		if metadata != nil {
+			metadata = metadata[n:]
+		}
 		m.count += int64(n)
 	}
 }

@@ -14,6 +14,15 @@
 // is the only writer. It does assume that nothing deletes events, since
 // global positions are gap-free by contract.
 //
+// Besides the Store contract, the suite pins down what the stores in this
+// module agree on: Append rejects a nil Event, or a Type that disagrees with
+// Event.EventType(), with eventsource.ErrInvalidEvent, and an expected
+// version below AnyVersion with a plain error; it fills a missing Type, ID
+// (UUID v7) and OccurredAt; what Append returns is exactly what Load and
+// ReadAll later yield; callers' envelopes and metadata maps are never
+// shared with the store; and an iterator whose context is cancelled yields
+// the context's error next and stops.
+//
 // Times: a store may keep OccurredAt at microsecond precision (PostgreSQL
 // does). The suite accepts a stored time equal to the appended one or to it
 // truncated to the microsecond, and requires that Load and ReadAll return

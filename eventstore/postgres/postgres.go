@@ -1,0 +1,486 @@
+// Package postgres is the production event store, on PostgreSQL through
+// pgx (github.com/jackc/pgx/v5/pgxpool).
+//
+//	if err := postgres.Migrate(ctx, pool); err != nil { ... }
+//	store := postgres.New(pool, registry)
+//
+// Migrate creates the tables if they are missing; it is idempotent and safe
+// to run from several processes at once. It runs Schema, which is:
+//
+//	CREATE TABLE IF NOT EXISTS events (
+//		position       bigint      PRIMARY KEY CHECK (position > 0),
+//		stream_id      text        NOT NULL,
+//		version        bigint      NOT NULL CHECK (version > 0),
+//		event_id       uuid        NOT NULL,
+//		type           text        NOT NULL,
+//		aggregate_type text        NOT NULL,
+//		aggregate_id   text        NOT NULL,
+//		occurred_at    timestamptz NOT NULL,
+//		metadata       jsonb,
+//		data           jsonb       NOT NULL,
+//		CONSTRAINT events_stream_version UNIQUE (stream_id, version)
+//	);
+//	CREATE TABLE IF NOT EXISTS event_counter (
+//		id   boolean PRIMARY KEY DEFAULT true CHECK (id),
+//		last bigint  NOT NULL
+//	);
+//	INSERT INTO event_counter (id, last)
+//		SELECT true, COALESCE(MAX(position), 0) FROM events
+//		ON CONFLICT (id) DO NOTHING;
+//	CREATE TABLE IF NOT EXISTS checkpoints (
+//		name       text        PRIMARY KEY,
+//		position   bigint      NOT NULL CHECK (position >= 0),
+//		updated_at timestamptz NOT NULL DEFAULT now()
+//	);
+//
+// The tables are unqualified: give the pool a search_path to keep them in a
+// schema of their own.
+//
+// # Concurrency and global order
+//
+// Optimistic concurrency holds across processes: an append checks the
+// stream's version inside its transaction, and UNIQUE (stream_id, version)
+// backs the check (a violation is reported as a ConflictError too).
+//
+// Global positions come from the one-row event_counter table. An append
+// runs, in one READ COMMITTED transaction sent as two pipelined round trips:
+//
+//	BEGIN
+//	UPDATE event_counter SET last = last + n RETURNING last  -- takes the row lock
+//	SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1
+//	-- (the expected version is checked here, in Go)
+//	INSERT ... positions last-n+1 .. last
+//	COMMIT                                                    -- releases the lock
+//
+// The row lock is held until commit, and PostgreSQL makes a transaction
+// visible before it releases its locks, so positions become visible in
+// position order: a reader that has seen position p will never later find
+// an event below p (which a sequence or identity column does not promise,
+// since transactions commit in any order). A rolled-back append rolls the
+// counter back too, so positions are also gap-free. Reading the version
+// after the lock is granted means it includes every earlier append.
+//
+// The cost is that appends are serialized across all streams: one append
+// at a time holds the lock, for about one round trip plus its insert and
+// commit. Batch events to go faster: the lock is paid per append, not per
+// event.
+//
+// If the context is cancelled or the connection drops while COMMIT is in
+// flight, Append returns an error although the events may be stored; a
+// retry with the same exact expected version then gets a ConflictError
+// rather than storing them twice (with AnyVersion it would store them
+// twice).
+//
+// Reads fetch pages of rows (WithPageSize) and yield them after the rows
+// are closed, so no connection is held while the caller's loop body runs.
+//
+// OccurredAt is kept at microsecond precision, PostgreSQL's; Append
+// truncates it and returns what it stored.
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"math"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/eventstore"
+	"github.com/eventsource-go/eventsource/eventstore/internal/prep"
+)
+
+// Schema is the SQL that Migrate runs (see the package documentation).
+const Schema = `
+CREATE TABLE IF NOT EXISTS events (
+	position       bigint      PRIMARY KEY CHECK (position > 0),
+	stream_id      text        NOT NULL,
+	version        bigint      NOT NULL CHECK (version > 0),
+	event_id       uuid        NOT NULL,
+	type           text        NOT NULL,
+	aggregate_type text        NOT NULL,
+	aggregate_id   text        NOT NULL,
+	occurred_at    timestamptz NOT NULL,
+	metadata       jsonb,
+	data           jsonb       NOT NULL,
+	CONSTRAINT events_stream_version UNIQUE (stream_id, version)
+);
+CREATE TABLE IF NOT EXISTS event_counter (
+	id   boolean PRIMARY KEY DEFAULT true CHECK (id),
+	last bigint  NOT NULL
+);
+INSERT INTO event_counter (id, last)
+	SELECT true, COALESCE(MAX(position), 0) FROM events
+	ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS checkpoints (
+	name       text        PRIMARY KEY,
+	position   bigint      NOT NULL CHECK (position >= 0),
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+`
+
+// migrateLockID is the advisory lock that serializes concurrent Migrate
+// calls: CREATE TABLE IF NOT EXISTS alone races on the catalog.
+const migrateLockID = 0x6576736f75726365 // "evsource"
+
+// Migrate creates the store's tables if they are missing.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrateLockID)); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	if _, err := tx.Exec(ctx, Schema); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	return nil
+}
+
+const (
+	lockSQL    = `UPDATE event_counter SET last = last + $1 RETURNING last`
+	versionSQL = `SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1`
+	insertSQL  = `INSERT INTO events
+	(position, stream_id, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data)
+	SELECT $1::bigint + u.i, $2, $3::bigint + u.i, u.event_id, u.type, u.aggregate_type, u.aggregate_id, u.occurred_at, u.metadata, u.data
+	FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::jsonb[], $10::jsonb[])
+		WITH ORDINALITY AS u(event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data, i)`
+	columns  = `position, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data`
+	loadSQL  = `SELECT ` + columns + ` FROM events WHERE stream_id = $1 AND version >= $2 AND position <= $3 ORDER BY version LIMIT $4`
+	readSQL  = `SELECT ` + columns + ` FROM events WHERE position >= $1 AND position <= $2 ORDER BY position LIMIT $3`
+	boundSQL = `SELECT last FROM event_counter`
+)
+
+// Option configures New.
+type Option func(*Store)
+
+// WithPageSize sets how many rows a read fetches at a time (default 1000).
+// Values below 1 are ignored.
+func WithPageSize(n int) Option {
+	return func(s *Store) {
+		if n > 0 {
+			s.pageSize = n
+		}
+	}
+}
+
+// Store is a Store and a CheckpointStore on a PostgreSQL database whose
+// schema Migrate has created. It is safe for concurrent use, and any number
+// of processes may share the database.
+type Store struct {
+	pool     *pgxpool.Pool
+	registry *eventsource.Registry
+	pageSize int
+}
+
+var (
+	_ eventstore.Store           = (*Store)(nil)
+	_ eventstore.CheckpointStore = (*Store)(nil)
+)
+
+// New returns a store on pool that decodes payloads with registry. It does
+// not touch the database; run Migrate first. A nil pool or registry panics.
+func New(pool *pgxpool.Pool, registry *eventsource.Registry, opts ...Option) *Store {
+	if pool == nil || registry == nil {
+		panic("postgres: New needs a pool and a registry")
+	}
+	s := &Store{pool: pool, registry: registry, pageSize: 1000}
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s
+}
+
+// Append implements eventstore.Store.
+func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int64, events []eventsource.Envelope) ([]eventsource.Envelope, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := prep.ExpectedVersion(expectedVersion); err != nil {
+		return nil, err
+	}
+	out, err := prep.Batch(events)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return out, s.checkVersion(ctx, streamID, expectedVersion)
+	}
+
+	// Encode before taking the lock, which serializes all appends.
+	n := len(out)
+	var (
+		ids      = make([][16]byte, n)
+		types    = make([]string, n)
+		aggTypes = make([]string, n)
+		aggIDs   = make([]string, n)
+		occurred = make([]time.Time, n)
+		metadata = make([][]byte, n) // nil elements are NULL
+		payloads = make([][]byte, n)
+	)
+	for i := range out {
+		env := &out[i]
+		// Store and return what PostgreSQL keeps.
+		env.OccurredAt = env.OccurredAt.Truncate(time.Microsecond).UTC()
+		ids[i], types[i], aggTypes[i], aggIDs[i], occurred[i] = env.ID, env.Type, env.AggregateType, env.AggregateID, env.OccurredAt
+		if payloads[i], err = eventsource.MarshalEvent(env.Event); err != nil {
+			return nil, err
+		}
+		if !env.Metadata.IsZero() {
+			if metadata[i], err = json.Marshal(env.Metadata); err != nil {
+				return nil, fmt.Errorf("%w: encode metadata: %v", eventsource.ErrInvalidEvent, err)
+			}
+		}
+	}
+
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, appendError(ctx, streamID, err)
+	}
+	// The pool destroys a connection released inside a transaction, so an
+	// error that skips the ROLLBACK below cannot leak one.
+	defer conn.Release()
+
+	// Two pipelined round trips, the first holding BEGIN, the counter lock
+	// and the version read (after the lock is granted, so it includes
+	// every append that committed before this one), the second the insert
+	// and COMMIT. The lock is held from the first to the end of the second.
+	var last, current int64
+	head := &pgx.Batch{}
+	head.Queue("BEGIN")
+	head.Queue(lockSQL, n).QueryRow(func(row pgx.Row) error { return row.Scan(&last) })
+	head.Queue(versionSQL, streamID).QueryRow(func(row pgx.Row) error { return row.Scan(&current) })
+	if err := conn.SendBatch(ctx, head).Close(); err != nil {
+		rollback(ctx, conn)
+		return nil, appendError(ctx, streamID, err)
+	}
+	if expectedVersion != eventstore.AnyVersion && expectedVersion != current {
+		rollback(ctx, conn)
+		return nil, &eventsource.ConflictError{StreamID: streamID, Expected: expectedVersion, Actual: current}
+	}
+	first := last - int64(n)
+	body := &pgx.Batch{}
+	body.Queue(insertSQL, first, streamID, current, ids, types, aggTypes, aggIDs, occurred, metadata, payloads)
+	body.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, body).Close(); err != nil {
+		// A failed INSERT leaves the transaction open (the pipeline skips
+		// the COMMIT): end it.
+		rollback(ctx, conn)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_stream_version" {
+			// Only reachable if a writer bypassed the counter lock; it is
+			// still a conflict.
+			return nil, s.conflict(ctx, streamID, expectedVersion)
+		}
+		return nil, appendError(ctx, streamID, err)
+	}
+	for i := range out {
+		out[i].Version = current + int64(i) + 1
+		out[i].Position = first + int64(i) + 1
+	}
+	return out, nil
+}
+
+// rollback ends the transaction on conn, if one is open. If that fails the
+// connection is closed, which ends it too.
+func rollback(ctx context.Context, conn *pgxpool.Conn) {
+	if conn.Conn().PgConn().TxStatus() == 'I' {
+		return
+	}
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		conn.Conn().Close(ctx) //nolint:errcheck // already failing
+	}
+}
+
+// checkVersion is an empty append: a version check without the lock.
+func (s *Store) checkVersion(ctx context.Context, streamID string, expected int64) error {
+	if expected == eventstore.AnyVersion {
+		return nil
+	}
+	var current int64
+	if err := s.pool.QueryRow(ctx, versionSQL, streamID).Scan(&current); err != nil {
+		return appendError(ctx, streamID, err)
+	}
+	if current != expected {
+		return &eventsource.ConflictError{StreamID: streamID, Expected: expected, Actual: current}
+	}
+	return nil
+}
+
+func (s *Store) conflict(ctx context.Context, streamID string, expected int64) error {
+	var current int64
+	if err := s.pool.QueryRow(ctx, versionSQL, streamID).Scan(&current); err != nil {
+		return fmt.Errorf("postgres: append to %q: %w (%w)", streamID, eventsource.ErrConcurrencyConflict, err)
+	}
+	return &eventsource.ConflictError{StreamID: streamID, Expected: expected, Actual: current}
+}
+
+// appendError prefers the context's error, which pgx may have reported as
+// a closed connection or an interrupted statement.
+func appendError(ctx context.Context, streamID string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		err = cerr
+	}
+	return fmt.Errorf("postgres: append to %q: %w", streamID, err)
+}
+
+// Load implements eventstore.Store.
+func (s *Store) Load(ctx context.Context, streamID string, fromVersion int64) iter.Seq2[eventsource.Envelope, error] {
+	return s.pages(ctx, func(bound int64, after *eventsource.Envelope) (string, []any) {
+		from := max(fromVersion, 1)
+		if after != nil {
+			from = after.Version + 1
+		}
+		return loadSQL, []any{streamID, from, bound, s.pageSize}
+	})
+}
+
+// ReadAll implements eventstore.Store.
+func (s *Store) ReadAll(ctx context.Context, fromPosition int64) iter.Seq2[eventsource.Envelope, error] {
+	return s.pages(ctx, func(bound int64, after *eventsource.Envelope) (string, []any) {
+		from := max(fromPosition, 1)
+		if after != nil {
+			from = after.Position + 1
+		}
+		return readSQL, []any{from, bound, s.pageSize}
+	})
+}
+
+// pages yields the rows of successive queries. The first page is read
+// unbounded; if it is full, the last assigned position is read before
+// anything is yielded and bounds the later pages, so the sequence ends at
+// what was committed when it began even if the caller appends while it
+// ranges. (Positions up to the counter are all committed: the counter
+// moves only under its lock, at commit.)
+func (s *Store) pages(ctx context.Context, query func(bound int64, after *eventsource.Envelope) (string, []any)) iter.Seq2[eventsource.Envelope, error] {
+	return func(yield func(eventsource.Envelope, error) bool) {
+		bound := int64(math.MaxInt64)
+		var after *eventsource.Envelope
+		for first := true; ; first = false {
+			if err := ctx.Err(); err != nil {
+				yield(eventsource.Envelope{}, err)
+				return
+			}
+			sql, args := query(bound, after)
+			page, err := s.page(ctx, sql, args)
+			if err == nil && first && len(page) == s.pageSize {
+				if err = s.pool.QueryRow(ctx, boundSQL).Scan(&bound); err != nil {
+					err = readError(ctx, err)
+				}
+			}
+			for _, env := range page {
+				if cerr := ctx.Err(); cerr != nil {
+					yield(eventsource.Envelope{}, cerr)
+					return
+				}
+				if !yield(env, nil) {
+					return
+				}
+			}
+			if err != nil {
+				yield(eventsource.Envelope{}, err)
+				return
+			}
+			if len(page) < s.pageSize {
+				return
+			}
+			after = &page[len(page)-1]
+		}
+	}
+}
+
+// page runs one query and decodes its rows. On a decode error it returns
+// the rows decoded before it, so that the caller yields them first.
+func (s *Store) page(ctx context.Context, sql string, args []any) ([]eventsource.Envelope, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, readError(ctx, err)
+	}
+	defer rows.Close()
+	page := make([]eventsource.Envelope, 0, min(s.pageSize, 64))
+	var (
+		id             [16]byte
+		metadata, data []byte
+	)
+	for rows.Next() {
+		var env eventsource.Envelope
+		if err := rows.Scan(&env.Position, &env.Version, &id, &env.Type, &env.AggregateType, &env.AggregateID,
+			&env.OccurredAt, &metadata, &data); err != nil {
+			return page, readError(ctx, err)
+		}
+		env.ID = uuid.UUID(id)
+		env.OccurredAt = env.OccurredAt.UTC()
+		if err := s.decode(&env, metadata, data); err != nil {
+			return page, fmt.Errorf("postgres: event at position %d: %w", env.Position, err)
+		}
+		page = append(page, env)
+	}
+	if err := rows.Err(); err != nil {
+		return page, readError(ctx, err)
+	}
+	return page, nil
+}
+
+func readError(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return fmt.Errorf("postgres: read: %w", err)
+}
+
+func (s *Store) decode(env *eventsource.Envelope, metadata, data []byte) error {
+	if len(metadata) > 0 {
+		if err := json.Unmarshal(metadata, &env.Metadata); err != nil {
+			return &eventsource.DecodeError{Type: env.Type, Kind: eventsource.ErrMalformed, Cause: fmt.Errorf("metadata: %w", err)}
+		}
+	}
+	var err error
+	env.Event, err = s.registry.Decode(env.Type, data)
+	return err
+}
+
+// Checkpoint implements eventstore.CheckpointStore.
+func (s *Store) Checkpoint(ctx context.Context, name string) (int64, error) {
+	var p int64
+	err := s.pool.QueryRow(ctx, `SELECT position FROM checkpoints WHERE name = $1`, name).Scan(&p)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, checkpointError(ctx, name, err)
+	}
+	return p, nil
+}
+
+// SaveCheckpoint implements eventstore.CheckpointStore.
+func (s *Store) SaveCheckpoint(ctx context.Context, name string, position int64) error {
+	if position < 0 {
+		return fmt.Errorf("postgres: invalid checkpoint position %d for %q", position, name)
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now())
+		ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
+		name, position)
+	if err != nil {
+		return checkpointError(ctx, name, err)
+	}
+	return nil
+}
+
+func checkpointError(ctx context.Context, name string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return fmt.Errorf("postgres: checkpoint %q: %w", name, err)
+}

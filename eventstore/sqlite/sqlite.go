@@ -1,0 +1,536 @@
+// Package sqlite is the embedded, durable event store: one SQLite file,
+// pure Go (modernc.org/sqlite, no cgo). It is the default for examples and
+// single-node services.
+//
+//	reg := eventsource.NewRegistry()
+//	eventsource.MustRegister[OrderPlaced](reg)
+//	store, err := sqlite.Open(ctx, "orders.db", sqlite.WithRegistry(reg))
+//
+// The file is in WAL mode, so reads never wait for writes. All writes go
+// through one connection that starts its transactions with BEGIN
+// IMMEDIATE: appends queue for it instead of failing with "database is
+// locked", and another process that opens the same file waits on the file
+// lock (up to the busy timeout). Inside that transaction the stream's version
+// and the next global position are read, so versions and positions are
+// gap-free and positions follow commit order.
+//
+// Schema (created by Open if missing):
+//
+//	CREATE TABLE events (
+//		position       INTEGER PRIMARY KEY, -- global, 1-based, gap-free
+//		stream_id      TEXT    NOT NULL,
+//		version        INTEGER NOT NULL,    -- 1-based per stream
+//		event_id       TEXT    NOT NULL,    -- UUID
+//		type           TEXT    NOT NULL,
+//		aggregate_type TEXT    NOT NULL,
+//		aggregate_id   TEXT    NOT NULL,
+//		occurred_at    TEXT    NOT NULL,    -- RFC 3339, UTC, nanoseconds
+//		metadata       TEXT,                -- JSON, NULL when empty
+//		data           TEXT    NOT NULL,    -- JSON payload
+//		UNIQUE (stream_id, version)
+//	) STRICT;
+//	CREATE TABLE checkpoints (
+//		name       TEXT    PRIMARY KEY,
+//		position   INTEGER NOT NULL,
+//		updated_at TEXT    NOT NULL
+//	) STRICT;
+//
+// Reads fetch pages of rows (WithPageSize) and yield them after the rows are
+// closed, so no connection or read transaction is held while the caller's
+// loop body runs: a handler may append, or start another read, from inside
+// a Load or ReadAll loop.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"math"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/eventstore"
+	"github.com/eventsource-go/eventsource/eventstore/internal/prep"
+)
+
+// schemaVersion is stored in PRAGMA user_version; a file from a newer
+// release is refused rather than misread.
+const schemaVersion = 1
+
+const schema = `
+CREATE TABLE IF NOT EXISTS events (
+	position       INTEGER PRIMARY KEY,
+	stream_id      TEXT    NOT NULL,
+	version        INTEGER NOT NULL,
+	event_id       TEXT    NOT NULL,
+	type           TEXT    NOT NULL,
+	aggregate_type TEXT    NOT NULL,
+	aggregate_id   TEXT    NOT NULL,
+	occurred_at    TEXT    NOT NULL,
+	metadata       TEXT,
+	data           TEXT    NOT NULL,
+	UNIQUE (stream_id, version)
+) STRICT;
+CREATE TABLE IF NOT EXISTS checkpoints (
+	name       TEXT    PRIMARY KEY,
+	position   INTEGER NOT NULL,
+	updated_at TEXT    NOT NULL
+) STRICT;
+PRAGMA user_version = 1;
+`
+
+const (
+	headSQL = `SELECT
+	(SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?),
+	(SELECT COALESCE(MAX(position), 0) FROM events)`
+	columns  = `position, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data`
+	loadSQL  = `SELECT ` + columns + ` FROM events WHERE stream_id = ? AND version >= ? AND position <= ? ORDER BY version LIMIT ?`
+	readSQL  = `SELECT ` + columns + ` FROM events WHERE position >= ? AND position <= ? ORDER BY position LIMIT ?`
+	boundSQL = `SELECT COALESCE(MAX(position), 0) FROM events`
+)
+
+const (
+	insertColumns = 10
+	insertChunk   = 25
+)
+
+func insertSQL(rows int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO events
+	(position, stream_id, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data) VALUES `)
+	for i := range rows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+	}
+	return b.String()
+}
+
+// timeFormat keeps full precision and sorts as text.
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	registry    *eventsource.Registry
+	pageSize    int
+	busyTimeout time.Duration
+	synchronous string
+}
+
+// WithRegistry sets the registry that decodes stored payloads. Required.
+func WithRegistry(r *eventsource.Registry) Option {
+	return func(c *config) { c.registry = r }
+}
+
+// WithPageSize sets how many rows a read fetches at a time (default 1000).
+func WithPageSize(n int) Option {
+	return func(c *config) { c.pageSize = n }
+}
+
+// WithBusyTimeout sets how long a statement waits for a lock held by
+// another process before failing (default 10s).
+func WithBusyTimeout(d time.Duration) Option {
+	return func(c *config) { c.busyTimeout = d }
+}
+
+// WithSynchronousNormal trades durability for speed: with it, commits do
+// not wait for the disk, and a power loss (not a crash of the process) may
+// lose the last transactions. The default, FULL, syncs every commit.
+func WithSynchronousNormal() Option {
+	return func(c *config) { c.synchronous = "NORMAL" }
+}
+
+// Store is a Store and a CheckpointStore on one SQLite file. It is safe for
+// concurrent use; Close it when done.
+type Store struct {
+	write    *sql.DB // one connection: the only writer
+	read     *sql.DB
+	registry *eventsource.Registry
+	pageSize int
+
+	// Statements are parsed once per connection, not once per call.
+	head, insertOne, insertFull *sql.Stmt // on write
+	load, readAll, bound        *sql.Stmt // on read
+}
+
+var (
+	_ eventstore.Store           = (*Store)(nil)
+	_ eventstore.CheckpointStore = (*Store)(nil)
+)
+
+// Open opens or creates the store in the file at path, creating the schema
+// if it is missing. WithRegistry is required.
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
+	cfg := config{pageSize: 1000, busyTimeout: 10 * time.Second, synchronous: "FULL"}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	switch {
+	case cfg.registry == nil:
+		return nil, errors.New("sqlite: Open needs WithRegistry")
+	case cfg.pageSize < 1:
+		return nil, fmt.Errorf("sqlite: page size %d, want at least 1", cfg.pageSize)
+	case path == "" || strings.HasPrefix(path, ":memory:") || strings.Contains(path, "mode=memory"):
+		// Every connection would get a database of its own.
+		return nil, fmt.Errorf("sqlite: %q is not a file; use eventstore.NewMemory for an in-memory store", path)
+	case strings.ContainsRune(path, '?'):
+		return nil, fmt.Errorf("sqlite: path %q contains '?', which the driver reads as the start of options", path)
+	}
+
+	pragmas := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=synchronous(%s)",
+		cfg.busyTimeout.Milliseconds(), cfg.synchronous)
+	write, err := sql.Open("sqlite", path+"?"+pragmas+"&_pragma=journal_mode(WAL)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetMaxIdleConns(1)
+	write.SetConnMaxLifetime(0)
+	write.SetConnMaxIdleTime(0)
+	s := &Store{write: write, registry: cfg.registry, pageSize: cfg.pageSize}
+	if err := s.migrate(ctx); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
+
+	// Readers run in parallel under WAL. They hold a connection only while
+	// they fetch a page, so a small pool suffices.
+	s.read, err = sql.Open("sqlite", path+"?"+pragmas+"&_pragma=query_only(1)")
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	s.read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	s.read.SetMaxIdleConns(max(4, runtime.GOMAXPROCS(0)))
+
+	for _, p := range []struct {
+		db   *sql.DB
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{write, &s.head, headSQL},
+		{write, &s.insertOne, insertSQL(1)},
+		{write, &s.insertFull, insertSQL(insertChunk)},
+		{s.read, &s.load, loadSQL},
+		{s.read, &s.readAll, readSQL},
+		{s.read, &s.bound, boundSQL},
+	} {
+		if *p.stmt, err = p.db.PrepareContext(ctx, p.sql); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	var version int
+	if err := s.write.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	if version > schemaVersion {
+		return fmt.Errorf("schema version %d is newer than this release knows (%d)", version, schemaVersion)
+	}
+	if _, err := s.write.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	return nil
+}
+
+// Close closes the store's connections.
+func (s *Store) Close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.head, s.insertOne, s.insertFull, s.load, s.readAll, s.bound} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	if s.read != nil {
+		errs = append(errs, s.read.Close())
+	}
+	errs = append(errs, s.write.Close())
+	return errors.Join(errs...)
+}
+
+// row holds the encoded columns of one event.
+type row struct {
+	id, occurredAt string
+	metadata       any // nil or string
+	data           string
+}
+
+// Append implements eventstore.Store.
+func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int64, events []eventsource.Envelope) ([]eventsource.Envelope, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := prep.ExpectedVersion(expectedVersion); err != nil {
+		return nil, err
+	}
+	out, err := prep.Batch(events)
+	if err != nil {
+		return nil, err
+	}
+	// Encode before taking the writer, which is the bottleneck.
+	rows := make([]row, len(out))
+	for i := range out {
+		data, err := eventsource.MarshalEvent(out[i].Event)
+		if err != nil {
+			return nil, err
+		}
+		rows[i].data = string(data)
+		rows[i].id = out[i].ID.String()
+		rows[i].occurredAt = out[i].OccurredAt.UTC().Format(timeFormat)
+		if !out[i].Metadata.IsZero() {
+			md, err := json.Marshal(out[i].Metadata)
+			if err != nil {
+				return nil, fmt.Errorf("%w: encode metadata: %v", eventsource.ErrInvalidEvent, err)
+			}
+			rows[i].metadata = string(md)
+		}
+	}
+
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, appendError(ctx, streamID, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+
+	var current, last int64
+	if err := tx.StmtContext(ctx, s.head).QueryRowContext(ctx, streamID).Scan(&current, &last); err != nil {
+		return nil, appendError(ctx, streamID, err)
+	}
+	if expectedVersion != eventstore.AnyVersion && expectedVersion != current {
+		return nil, &eventsource.ConflictError{StreamID: streamID, Expected: expectedVersion, Actual: current}
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	// Full chunks go through a prepared multi-row INSERT, the rest row by
+	// row through a prepared single-row one: both are parsed once per Store.
+	full := tx.StmtContext(ctx, s.insertFull)
+	one := tx.StmtContext(ctx, s.insertOne)
+	args := make([]any, 0, min(len(out), insertChunk)*insertColumns)
+	for start := 0; start < len(out); {
+		n := insertChunk
+		stmt := full
+		if len(out)-start < insertChunk {
+			n, stmt = 1, one
+		}
+		args = args[:0]
+		for i := start; i < start+n; i++ {
+			env := &out[i]
+			env.Version = current + int64(i) + 1
+			env.Position = last + int64(i) + 1
+			args = append(args, env.Position, streamID, env.Version, rows[i].id, env.Type,
+				env.AggregateType, env.AggregateID, rows[i].occurredAt, rows[i].metadata, rows[i].data)
+		}
+		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+			if isUniqueViolation(err) {
+				// Only possible if something bypassed the write lock; report
+				// it as what it is, a conflict.
+				tx.Rollback() //nolint:errcheck
+				return nil, s.conflict(ctx, streamID, expectedVersion)
+			}
+			return nil, appendError(ctx, streamID, err)
+		}
+		start += n
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, appendError(ctx, streamID, err)
+	}
+	return out, nil
+}
+
+// appendError prefers the context's error, which the driver may have
+// reported as an interrupted statement or a rolled-back transaction.
+func appendError(ctx context.Context, streamID string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		err = cerr
+	}
+	return fmt.Errorf("sqlite: append to %q: %w", streamID, err)
+}
+
+func isUniqueViolation(err error) bool {
+	var se *msqlite.Error
+	return errors.As(err, &se) &&
+		(se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+func (s *Store) conflict(ctx context.Context, streamID string, expected int64) error {
+	var current int64
+	err := s.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?`, streamID).Scan(&current)
+	if err != nil {
+		return fmt.Errorf("sqlite: append to %q: %w (%w)", streamID, eventsource.ErrConcurrencyConflict, err)
+	}
+	return &eventsource.ConflictError{StreamID: streamID, Expected: expected, Actual: current}
+}
+
+// Load implements eventstore.Store.
+func (s *Store) Load(ctx context.Context, streamID string, fromVersion int64) iter.Seq2[eventsource.Envelope, error] {
+	return s.pages(ctx, func(ctx context.Context, bound int64, after *eventsource.Envelope) (*sql.Rows, error) {
+		from := max(fromVersion, 1)
+		if after != nil {
+			from = after.Version + 1
+		}
+		return s.load.QueryContext(ctx, streamID, from, bound, s.pageSize)
+	})
+}
+
+// ReadAll implements eventstore.Store.
+func (s *Store) ReadAll(ctx context.Context, fromPosition int64) iter.Seq2[eventsource.Envelope, error] {
+	return s.pages(ctx, func(ctx context.Context, bound int64, after *eventsource.Envelope) (*sql.Rows, error) {
+		from := max(fromPosition, 1)
+		if after != nil {
+			from = after.Position + 1
+		}
+		return s.readAll.QueryContext(ctx, from, bound, s.pageSize)
+	})
+}
+
+// pages yields the rows of successive queries. The first page is read
+// unbounded; if it is full, the log's last position is
+// read before anything is yielded and bounds the later pages, so the
+// sequence ends at what was committed when it began even if the caller
+// appends while it ranges.
+func (s *Store) pages(ctx context.Context, query func(ctx context.Context, bound int64, after *eventsource.Envelope) (*sql.Rows, error)) iter.Seq2[eventsource.Envelope, error] {
+	return func(yield func(eventsource.Envelope, error) bool) {
+		bound := int64(math.MaxInt64)
+		var after *eventsource.Envelope
+		for first := true; ; first = false {
+			if err := ctx.Err(); err != nil {
+				yield(eventsource.Envelope{}, err)
+				return
+			}
+			page, err := s.page(ctx, query, bound, after)
+			if err == nil && first && len(page) == s.pageSize {
+				err = s.bound.QueryRowContext(ctx).Scan(&bound)
+				if err != nil {
+					err = fmt.Errorf("sqlite: read: %w", err)
+				}
+			}
+			for _, env := range page {
+				if cerr := ctx.Err(); cerr != nil {
+					yield(eventsource.Envelope{}, cerr)
+					return
+				}
+				if !yield(env, nil) {
+					return
+				}
+			}
+			if err != nil {
+				yield(eventsource.Envelope{}, err)
+				return
+			}
+			if len(page) < s.pageSize {
+				return
+			}
+			after = &page[len(page)-1]
+		}
+	}
+}
+
+// page runs one query and decodes its rows. On error it returns the rows
+// decoded before it, so that the caller yields them first.
+func (s *Store) page(ctx context.Context, query func(context.Context, int64, *eventsource.Envelope) (*sql.Rows, error), bound int64, after *eventsource.Envelope) ([]eventsource.Envelope, error) {
+	rows, err := query(ctx, bound, after)
+	if err != nil {
+		return nil, readError(ctx, err)
+	}
+	defer rows.Close()
+	page := make([]eventsource.Envelope, 0, min(s.pageSize, 64))
+	var (
+		id, occurred   string
+		metadata, data sql.RawBytes
+	)
+	for rows.Next() {
+		var env eventsource.Envelope
+		if err := rows.Scan(&env.Position, &env.Version, &id, &env.Type, &env.AggregateType, &env.AggregateID,
+			&occurred, &metadata, &data); err != nil {
+			return page, readError(ctx, err)
+		}
+		if err := s.decode(&env, id, occurred, metadata, data); err != nil {
+			return page, fmt.Errorf("sqlite: event at position %d: %w", env.Position, err)
+		}
+		page = append(page, env)
+	}
+	if err := rows.Err(); err != nil {
+		return page, readError(ctx, err)
+	}
+	return page, nil
+}
+
+// readError prefers the context's error, which the driver may have
+// reported as an interrupted statement.
+func readError(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return fmt.Errorf("sqlite: read: %w", err)
+}
+
+func (s *Store) decode(env *eventsource.Envelope, id, occurred string, metadata, data []byte) error {
+	malformed := func(field string, err error) error {
+		return &eventsource.DecodeError{Type: env.Type, Kind: eventsource.ErrMalformed, Cause: fmt.Errorf("%s: %w", field, err)}
+	}
+	var err error
+	if env.ID, err = uuid.Parse(id); err != nil {
+		return malformed("event_id", err)
+	}
+	if env.OccurredAt, err = time.Parse(time.RFC3339Nano, occurred); err != nil {
+		return malformed("occurred_at", err)
+	}
+	if len(metadata) > 0 {
+		if err := json.Unmarshal(metadata, &env.Metadata); err != nil {
+			return malformed("metadata", err)
+		}
+	}
+	env.Event, err = s.registry.Decode(env.Type, data)
+	return err
+}
+
+// Checkpoint implements eventstore.CheckpointStore.
+func (s *Store) Checkpoint(ctx context.Context, name string) (int64, error) {
+	var p int64
+	err := s.read.QueryRowContext(ctx, `SELECT position FROM checkpoints WHERE name = ?`, name).Scan(&p)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, checkpointError(ctx, name, err)
+	}
+	return p, nil
+}
+
+// SaveCheckpoint implements eventstore.CheckpointStore.
+func (s *Store) SaveCheckpoint(ctx context.Context, name string, position int64) error {
+	if position < 0 {
+		return fmt.Errorf("sqlite: invalid checkpoint position %d for %q", position, name)
+	}
+	_, err := s.write.ExecContext(ctx, `INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
+		name, position, time.Now().UTC().Format(timeFormat))
+	if err != nil {
+		return checkpointError(ctx, name, err)
+	}
+	return nil
+}
+
+func checkpointError(ctx context.Context, name string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return fmt.Errorf("sqlite: checkpoint %q: %w", name, err)
+}
