@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/eventsource-go/eventsource/internal/testenv"
 )
 
 var (
@@ -98,6 +100,32 @@ func TestOrdersExampleSameFiguresOnEveryBus(t *testing.T) {
 			got := runOrders(t, append([]string{"-bus", b.name}, b.args(t)...)...)
 			if !slices.Equal(got, want) {
 				t.Errorf("-bus %s figures differ from the in-process bus:\n got %q\nwant %q", b.name, got, want)
+			}
+		})
+	}
+}
+
+// TestOrdersExampleOnEveryStore runs the walkthrough on the durable stores:
+// the figures are those of the in-memory store.
+func TestOrdersExampleOnEveryStore(t *testing.T) {
+	want := runOrders(t, "-bus", "memory")
+	stores := []struct {
+		name string
+		args func(t *testing.T) []string
+	}{
+		{"sqlite", func(t *testing.T) []string {
+			return []string{"-sqlite-path", filepath.Join(t.TempDir(), "orders.db")}
+		}},
+		{"postgres", func(t *testing.T) []string {
+			return []string{"-postgres-url", testenv.URL(t, "EVENTSOURCE_POSTGRES_URL",
+				"set it to a PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")}
+		}},
+	}
+	for _, s := range stores {
+		t.Run(s.name, func(t *testing.T) {
+			got := runOrders(t, append([]string{"-store", s.name}, s.args(t)...)...)
+			if !slices.Equal(got, want) {
+				t.Errorf("-store %s figures differ from the memory store:\n got %q\nwant %q", s.name, got, want)
 			}
 		})
 	}

@@ -7,23 +7,45 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
 	redisbus "github.com/eventsource-go/eventsource/bus/redis"
 	"github.com/eventsource-go/eventsource/eventstore"
+	"github.com/eventsource-go/eventsource/eventstore/postgres"
+	"github.com/eventsource-go/eventsource/eventstore/sqlite"
 )
 
-const defaultStore = "memory"
+// The embedded store is the default: a SQLite file in the working
+// directory, so a second run shows the history of the first.
+const defaultStore = "sqlite"
 
 // openStore returns the store named by -store and a function that closes it.
 func openStore(ctx context.Context, cfg config, registry *eventsource.Registry) (eventstore.Store, func(), error) {
 	switch cfg.store {
 	case "memory":
 		return eventstore.NewMemory(), func() {}, nil
-	case "sqlite", "postgres":
-		return nil, nil, fmt.Errorf("-store %s is not available in this build yet; use -store memory", cfg.store)
+	case "sqlite":
+		s, err := sqlite.Open(ctx, cfg.sqlitePath, sqlite.WithRegistry(registry))
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, func() { _ = s.Close() }, nil
+	case "postgres":
+		if cfg.postgresURL == "" {
+			return nil, nil, fmt.Errorf("-store postgres needs -postgres-url (or EVENTSOURCE_POSTGRES_URL)")
+		}
+		pool, err := pgxpool.New(ctx, cfg.postgresURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("postgres: %w", err)
+		}
+		if err := postgres.Migrate(ctx, pool); err != nil {
+			pool.Close()
+			return nil, nil, err
+		}
+		return postgres.New(pool, registry), pool.Close, nil
 	}
 	return nil, nil, fmt.Errorf("unknown -store %q: use memory, sqlite or postgres", cfg.store)
 }

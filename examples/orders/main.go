@@ -2,8 +2,8 @@
 // projection, a notification handler and an audit log on a bus, with the
 // store and bus chosen by flags.
 //
-//	go run ./examples/orders                       # embedded defaults
-//	go run ./examples/orders -store memory -bus memory
+//	go run ./examples/orders                       # embedded defaults: SQLite file, in-process bus
+//	go run ./examples/orders -store memory -bus redis
 package main
 
 import (
@@ -252,5 +252,9 @@ func report(w io.Writer, s Summary, sent []string, audit []eventsource.Envelope,
 	fmt.Fprintf(w, "  handler errors: %d\n", st.HandlerErrors)
 	fmt.Fprintf(w, "  subscribers for OrderPlaced: %d\n", st.Subscribers[OrderPlaced{}.EventType()])
 	fmt.Fprintf(w, "  wildcard subscribers: %d\n", st.WildcardSubscribers)
-	fmt.Fprintf(w, "\nstore history: %d events in total\n", stored)
+	fmt.Fprintf(w, "\nstore history: %d events in total", stored)
+	if earlier := stored - len(audit); earlier > 0 {
+		fmt.Fprintf(w, " (%d from earlier runs)", earlier)
+	}
+	fmt.Fprintln(w)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -38,6 +39,19 @@ func TestUnknownBackendsAreClearErrors(t *testing.T) {
 		err := run(context.Background(), args, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), "unknown") {
 			t.Errorf("run %v = %v, want an 'unknown' error", args, err)
+		}
+	}
+}
+
+func TestSQLiteKeepsHistoryAcrossRuns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "orders.db")
+	for i, want := range []string{"store history: 5 events in total\n", "store history: 10 events in total (5 from earlier runs)\n"} {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"-sqlite-path", path}, &out, io.Discard); err != nil {
+			t.Fatalf("run %d: %v", i+1, err)
+		}
+		if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "total revenue: $450.00") {
+			t.Errorf("run %d lacks %q or the figures:\n%s", i+1, want, out.String())
 		}
 	}
 }
