@@ -310,6 +310,12 @@ func (s *suite) testTypedSubscription(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// A Pong subscriber too: a bus may refuse events no one is subscribed
+	// to (RabbitMQ's mandatory publishing), and this test is about typing.
+	pongs := NewRecorder()
+	if _, err := b.Subscribe(Pong{}.EventType(), pongs); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Publish(s.ctx(t), NewEnvelope("a1", 1, Ping{N: 7}), NewEnvelope("a1", 2, Pong{N: 8})); err != nil {
 		t.Fatal(err)
 	}
@@ -318,6 +324,7 @@ func (s *suite) testTypedSubscription(t *testing.T) {
 	case <-time.After(s.features.Timeout):
 		t.Fatal("typed handler never called")
 	}
+	pongs.WaitFor(t, 1, s.features.Timeout)
 	s.drain(t, b)
 	mu.Lock()
 	defer mu.Unlock()

@@ -1,0 +1,217 @@
+package rabbitmq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/bus/consumer"
+)
+
+func newID() (string, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", err
+	}
+	return id.String(), nil
+}
+
+// admin is the dead-letter admin API of one group. Records are messages
+// of the group's dead-letter queue: reading them takes them with
+// basic.get and hands them back (the broker puts them back in place when
+// the channel closes), so while an admin call runs, the records it holds
+// are invisible to other admin calls.
+type admin struct{ b *Bus }
+
+// channel opens a channel on the live session for one admin call.
+func (a admin) channel(ctx context.Context) (*session, *amqp.Channel, error) {
+	s, err := a.b.waitSession(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, err := s.conn.Channel()
+	if err != nil {
+		return nil, nil, fmt.Errorf("rabbitmq bus: open channel: %w", err)
+	}
+	return s, ch, nil
+}
+
+func notFound(err error) bool {
+	var aerr *amqp.Error
+	return errors.As(err, &aerr) && aerr.Code == amqp.NotFound
+}
+
+func (a admin) List(ctx context.Context, after string, limit int) ([]consumer.DeadLetter, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	_, ch, err := a.channel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer ch.Close() // hands back every record taken
+	var out []consumer.DeadLetter
+	found := after == ""
+	for len(out) < limit && ctx.Err() == nil {
+		d, ok, err := ch.Get(a.b.names.DeadLetterQueue, false)
+		if err != nil {
+			if notFound(err) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("rabbitmq bus: list dead letters: %w", err)
+		}
+		if !ok {
+			break
+		}
+		rec := parseDeadLetter(&d)
+		if !found {
+			found = rec.ID == after
+			continue
+		}
+		out = append(out, rec)
+	}
+	return out, ctx.Err()
+}
+
+func parseDeadLetter(d *amqp.Delivery) consumer.DeadLetter {
+	str := func(k string) string { s, _ := d.Headers[k].(string); return s }
+	rec := consumer.DeadLetter{
+		ID: str(hDeadLetterID), Reason: consumer.Reason(str(hReason)), Error: str(hError),
+		Attempts: headerInt(d.Headers, hAttempts), Group: str(hGroup),
+		EventID: str(hEventID), EventType: str(hEventType), AggregateType: str(hAggType), AggregateID: str(hAggID),
+		Version: int64(headerInt(d.Headers, hVersion)),
+		Source:  str(hSource), SourceID: str(hSourceID), Body: d.Body,
+	}
+	if h := str(hHandlers); h != "" {
+		_ = json.Unmarshal([]byte(h), &rec.Handlers)
+	}
+	rec.Time, _ = time.Parse(time.RFC3339Nano, str(hTime))
+	return rec
+}
+
+func (a admin) Count(ctx context.Context) (int64, error) {
+	_, ch, err := a.channel(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(a.b.names.DeadLetterQueue, !a.b.cfg.Transient, false, false, false, nil)
+	if err != nil {
+		if notFound(err) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("rabbitmq bus: count dead letters: %w", err)
+	}
+	return int64(q.Messages), nil
+}
+
+// replayMsg is the record as it goes back to the group's queue: the event
+// headers and the failed handlers' names stay, the retry count does not,
+// so the event gets a fresh retry budget.
+func (a admin) replayMsg(d *amqp.Delivery) outgoing {
+	h := copyHeaders(d.Headers)
+	for _, k := range []string{hDeadLetterID, hReason, hError, hAttempts, hGroup, hTime, hSource, hSourceID, hLastError} {
+		delete(h, k)
+	}
+	return outgoing{key: a.b.names.Queue, msg: amqp.Publishing{
+		Headers: h, ContentType: d.ContentType, DeliveryMode: amqp.Persistent,
+		MessageId: d.MessageId, Timestamp: time.Now(), Body: d.Body,
+	}}
+}
+
+func (a admin) Replay(ctx context.Context, id string) error {
+	s, ch, err := a.channel(ctx)
+	if err != nil {
+		return err
+	}
+	defer ch.Close() // hands back the records taken on the way
+	for ctx.Err() == nil {
+		d, ok, err := ch.Get(a.b.names.DeadLetterQueue, false)
+		if err != nil && !notFound(err) {
+			return fmt.Errorf("rabbitmq bus: replay dead letter %s: %w", id, err)
+		}
+		if !ok || err != nil {
+			return fmt.Errorf("rabbitmq bus: dead letter %s of group %q: %w", id, a.b.cfg.Group, eventsource.ErrNotFound)
+		}
+		if str, _ := d.Headers[hDeadLetterID].(string); str != id {
+			continue
+		}
+		if err := s.pub.publish(ctx, []outgoing{a.replayMsg(&d)})[0]; err != nil {
+			return fmt.Errorf("rabbitmq bus: replay dead letter %s: %w", id, err)
+		}
+		if err := d.Ack(false); err != nil {
+			return fmt.Errorf("rabbitmq bus: replayed dead letter %s but could not remove it (it may be replayed again): %w", id, err)
+		}
+		return nil
+	}
+	return ctx.Err()
+}
+
+func (a admin) ReplayAll(ctx context.Context) (int, error) {
+	n, err := a.Count(ctx)
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	s, ch, err := a.channel(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer ch.Close()
+	// Only what is there now: records that fail again come back behind
+	// these and wait for the next ReplayAll.
+	replayed := 0
+	for left := int(n); left > 0; {
+		var ds []amqp.Delivery
+		for len(ds) < min(left, 256) {
+			d, ok, err := ch.Get(a.b.names.DeadLetterQueue, false)
+			if err != nil {
+				return replayed, fmt.Errorf("rabbitmq bus: replay dead letters: %w", err)
+			}
+			if !ok {
+				left = 0
+				break
+			}
+			ds = append(ds, d)
+		}
+		if len(ds) == 0 {
+			break
+		}
+		left -= len(ds)
+		msgs := make([]outgoing, len(ds))
+		for i := range ds {
+			msgs[i] = a.replayMsg(&ds[i])
+		}
+		for i, err := range s.pub.publish(ctx, msgs) {
+			if err != nil {
+				return replayed, fmt.Errorf("rabbitmq bus: replay dead letters: %w", err)
+			}
+			if err := ds[i].Ack(false); err != nil {
+				return replayed, fmt.Errorf("rabbitmq bus: replay dead letters: %w", err)
+			}
+			replayed++
+		}
+	}
+	return replayed, nil
+}
+
+func (a admin) Purge(ctx context.Context) (int64, error) {
+	_, ch, err := a.channel(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer ch.Close()
+	n, err := ch.QueuePurge(a.b.names.DeadLetterQueue, false)
+	if err != nil {
+		if notFound(err) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("rabbitmq bus: purge dead letters: %w", err)
+	}
+	return int64(n), nil
+}

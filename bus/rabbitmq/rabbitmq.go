@@ -1,0 +1,729 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/bus"
+	"github.com/eventsource-go/eventsource/bus/consumer"
+)
+
+// Message headers (see the package documentation).
+const (
+	hEventID     = "es-event-id"
+	hEventType   = "es-event-type"
+	hAggType     = "es-aggregate-type"
+	hAggID       = "es-aggregate-id"
+	hVersion     = "es-aggregate-version"
+	hTraceParent = "traceparent"
+	hTraceState  = "tracestate"
+	hAttempts    = "es-attempts" // attempts made before this delivery (retries only)
+	hHandlers    = "es-handlers" // JSON array of the subscriptions to run (retries, replays)
+	hLastError   = "es-last-error"
+
+	hDeadLetterID = "es-dead-letter-id"
+	hReason       = "es-reason"
+	hError        = "es-error"
+	hGroup        = "es-group"
+	hTime         = "es-dead-lettered-at"
+	hSource       = "es-source"
+	hSourceID     = "es-source-id"
+)
+
+// Bus is the RabbitMQ bus. It implements bus.Bus and
+// bus.MultiTypeSubscriber.
+type Bus struct {
+	cfg     Config
+	log     *slog.Logger
+	names   Names
+	codec   eventsource.JSONCodec
+	dialCfg amqp.Config
+
+	d        *consumer.Dispatcher
+	counters consumer.Counters
+
+	smu  sync.Mutex
+	sess *session      // the live session; nil while reconnecting
+	up   chan struct{} // closed when a session is installed; replaced when it is lost
+	gen  atomic.Uint64
+
+	topoMu  sync.Mutex     // serializes topology changes; guards what follows
+	keys    map[string]int // binding keys wanted, with how many subscriptions want each
+	consume bool           // the first subscription was made
+
+	gate    sync.RWMutex // Publish and Subscribe hold it shared, Close exclusive
+	closed  bool
+	closing chan struct{} // closed when Close starts: wakes waits for a connection
+
+	runCtx   context.Context // the supervisor's; cancelled at the end of Close
+	stopRun  context.CancelFunc
+	readCtx  context.Context // the read loops'; cancelled first at Close
+	stopRead context.CancelFunc
+	super    sync.WaitGroup // the supervisor
+	final    *session       // the supervisor's last session, for Close
+	readers  sync.WaitGroup // read loops
+	wg       sync.WaitGroup // everything else: watchers, confirm trackers
+
+	closeStarted atomic.Bool
+	closeDone    chan struct{}
+	closeErr     error
+}
+
+var (
+	_ bus.Bus                 = (*Bus)(nil)
+	_ bus.MultiTypeSubscriber = (*Bus)(nil)
+	_ consumer.Rescheduler    = settler{}
+)
+
+// session is one connection and its channels. Its fields marked topoMu
+// are guarded by Bus.topoMu.
+type session struct {
+	b     *Bus
+	gen   uint64
+	conn  *amqp.Connection
+	pub   *publisher
+	topo  *amqp.Channel
+	acks  *acker // set when consuming starts (topoMu)
+	lost  chan struct{}
+	once  sync.Once
+	cause error
+
+	declared  bool            // topoMu: the group's queues are declared
+	bound     map[string]bool // topoMu: bindings made on this connection
+	consuming bool            // topoMu
+}
+
+// New validates cfg, connects, declares the exchange and returns a bus.
+// Queues are declared and consuming starts with the first subscription.
+func New(ctx context.Context, cfg Config) (*Bus, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Registry.SetNameValidator(ValidateTypeName); err != nil {
+		return nil, fmt.Errorf("rabbitmq bus: the registry holds a type name AMQP cannot route: %w", err)
+	}
+	b := &Bus{
+		cfg:       cfg,
+		log:       cfg.Logger.With(slog.String("bus", "rabbitmq"), slog.String("group", cfg.Group)),
+		names:     cfg.Names(),
+		codec:     eventsource.NewJSONCodec(cfg.Registry),
+		keys:      map[string]int{},
+		up:        make(chan struct{}),
+		closing:   make(chan struct{}),
+		closeDone: make(chan struct{}),
+	}
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(cfg.ConnectionName)
+	b.dialCfg = amqp.Config{Heartbeat: cfg.Heartbeat, TLSClientConfig: cfg.TLS, Properties: props, Locale: "en_US"}
+	d, err := consumer.New(consumer.Config{
+		Group: cfg.Group, Registry: cfg.Registry, Settler: settler{b}, Retry: cfg.Retry, BrokerRetries: true,
+		Workers: cfg.Workers, MaxInFlight: cfg.MaxInFlight, Logger: b.log, Counters: &b.counters,
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.d = d
+	b.runCtx, b.stopRun = context.WithCancel(context.Background())
+	b.readCtx, b.stopRead = context.WithCancel(context.Background())
+	s, err := b.connect(ctx)
+	if err != nil {
+		b.stopRun()
+		b.stopRead()
+		_ = d.Close(ctx)
+		return nil, err
+	}
+	if !b.install(s) {
+		b.stopRun()
+		b.stopRead()
+		_ = d.Close(ctx)
+		_ = s.conn.Close()
+		return nil, fmt.Errorf("rabbitmq bus: connection to %s lost at once: %w", cfg.RedactedURL(), s.cause)
+	}
+	b.super.Go(func() { b.supervise(s) })
+	return b, nil
+}
+
+// Config returns the bus's configuration, defaults applied.
+func (b *Bus) Config() Config { return b.cfg }
+
+// Names returns the broker objects this bus uses.
+func (b *Bus) Names() Names { return b.names }
+
+// dial opens a connection; the dial honours ctx and DialTimeout.
+func (b *Bus) dial(ctx context.Context) (*amqp.Connection, error) {
+	cfg := b.dialCfg
+	cfg.Dial = func(network, addr string) (net.Conn, error) {
+		dctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
+		defer cancel()
+		conn, err := (&net.Dialer{}).DialContext(dctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		// Bound the TLS and AMQP handshakes too; amqp091 clears it after.
+		if err := conn.SetDeadline(time.Now().Add(b.cfg.DialTimeout)); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
+	conn, err := amqp.DialConfig(b.cfg.URL, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq bus: connect to %s: %w", b.cfg.RedactedURL(), scrub(err, b.cfg.URL))
+	}
+	return conn, nil
+}
+
+// scrub keeps the URL (and so the password) out of an error's text.
+func scrub(err error, raw string) error {
+	if raw != "" && strings.Contains(err.Error(), raw) {
+		return errors.New(strings.ReplaceAll(err.Error(), raw, redact(raw)))
+	}
+	return err
+}
+
+// connect dials and sets up a session: the publishing channel in confirm
+// mode, the topology channel, the exchange, and, once anything was
+// subscribed, the group's queues, bindings and consumer.
+func (b *Bus) connect(ctx context.Context) (s *session, err error) {
+	conn, err := b.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s = &session{b: b, gen: b.gen.Add(1), conn: conn, lost: make(chan struct{}), bound: map[string]bool{}}
+	defer func() {
+		if err != nil {
+			s.fail(err)
+			_ = conn.Close()
+		}
+	}()
+	b.watch(s, conn.NotifyClose(make(chan *amqp.Error, 1)))
+	pubCh, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq bus: open channel: %w", err)
+	}
+	b.watch(s, pubCh.NotifyClose(make(chan *amqp.Error, 1)))
+	if s.pub, err = newPublisher(pubCh, b.cfg.ConfirmWindow, !b.cfg.AllowUnroutable); err != nil {
+		return nil, fmt.Errorf("rabbitmq bus: confirm mode: %w", err)
+	}
+	b.wg.Go(func() { <-s.pub.done })
+	if s.topo, err = conn.Channel(); err != nil {
+		return nil, fmt.Errorf("rabbitmq bus: open channel: %w", err)
+	}
+	b.watch(s, s.topo.NotifyClose(make(chan *amqp.Error, 1)))
+	if err := s.topo.ExchangeDeclare(b.names.Exchange, b.cfg.ExchangeType, !b.cfg.Transient, false, false, false, nil); err != nil {
+		return nil, fmt.Errorf("rabbitmq bus: declare exchange %q: %w", b.names.Exchange, err)
+	}
+	b.topoMu.Lock()
+	defer b.topoMu.Unlock()
+	if err := b.applyLocked(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// watch fails s when a connection or channel of it closes.
+func (b *Bus) watch(s *session, c chan *amqp.Error) {
+	b.wg.Go(func() {
+		e, ok := <-c
+		if ok && e != nil {
+			s.fail(e)
+		} else {
+			s.fail(amqp.ErrClosed)
+		}
+	})
+}
+
+// fail marks s lost, once, and takes it out of service.
+func (s *session) fail(cause error) {
+	s.once.Do(func() {
+		s.cause = cause
+		close(s.lost)
+		b := s.b
+		b.smu.Lock()
+		if b.sess == s {
+			b.sess = nil
+			b.up = make(chan struct{})
+		}
+		b.smu.Unlock()
+	})
+}
+
+func (s *session) isLost() bool {
+	select {
+	case <-s.lost:
+		return true
+	default:
+		return false
+	}
+}
+
+// install makes s the live session, unless it was lost already.
+func (b *Bus) install(s *session) bool {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	if s.isLost() {
+		return false
+	}
+	b.sess = s
+	close(b.up)
+	return true
+}
+
+// current returns the live session, or nil.
+func (b *Bus) current() *session {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	return b.sess
+}
+
+// waitSession returns the live session, waiting for a reconnect if there
+// is none, until ctx ends or Close starts.
+func (b *Bus) waitSession(ctx context.Context) (*session, error) {
+	for {
+		b.smu.Lock()
+		s, up := b.sess, b.up
+		b.smu.Unlock()
+		if s != nil {
+			return s, nil
+		}
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("rabbitmq bus: waiting for a connection to %s: %w", b.cfg.RedactedURL(), ctx.Err())
+		case <-b.closing:
+			return nil, bus.ErrClosed
+		}
+	}
+}
+
+// supervise redials with backoff whenever the session is lost, until
+// Close: the new session redeclares the topology and resumes consuming.
+func (b *Bus) supervise(s *session) {
+	defer func() { b.final = s }()
+	for {
+		select {
+		case <-s.lost:
+		case <-b.runCtx.Done():
+			return
+		}
+		b.log.LogAttrs(b.runCtx, slog.LevelWarn, "connection to RabbitMQ lost; reconnecting",
+			slog.String("url", b.cfg.RedactedURL()), slog.Any("error", s.cause))
+		_ = s.conn.CloseDeadline(time.Now().Add(time.Second)) // frees every channel of it
+		wait := b.cfg.ReconnectMin
+		for {
+			if !sleep(b.runCtx, wait) {
+				return
+			}
+			next, err := b.connect(b.runCtx)
+			if err == nil && b.runCtx.Err() != nil {
+				s = next // Close takes it down
+				return
+			}
+			if err == nil && b.install(next) {
+				s = next
+				b.counters.Reconnects.Add(1)
+				b.log.LogAttrs(b.runCtx, slog.LevelInfo, "reconnected to RabbitMQ", slog.String("url", b.cfg.RedactedURL()))
+				break
+			}
+			if err == nil {
+				_ = next.conn.Close()
+				err = next.cause
+			}
+			if b.runCtx.Err() != nil {
+				return
+			}
+			b.log.LogAttrs(b.runCtx, slog.LevelWarn, "reconnecting to RabbitMQ failed; will try again",
+				slog.String("url", b.cfg.RedactedURL()), slog.Duration("wait", wait), slog.Any("error", err))
+			wait = min(wait*2, b.cfg.ReconnectMax)
+		}
+	}
+}
+
+// queueArgs are the arguments of the group's queues.
+func (b *Bus) queueArgs() amqp.Table {
+	if b.cfg.QuorumQueues {
+		return amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
+	}
+	return nil
+}
+
+// applyLocked makes the broker match what the subscriptions want: the
+// group's queues, one binding per key, and the consumer. Called with
+// topoMu held.
+func (b *Bus) applyLocked(s *session) error {
+	if !b.consume {
+		return nil
+	}
+	ch := s.topo
+	durable := !b.cfg.Transient
+	if !s.declared {
+		for _, q := range []string{b.names.Queue, b.names.DeadLetterQueue} {
+			if _, err := ch.QueueDeclare(q, durable, false, false, false, b.queueArgs()); err != nil {
+				return fmt.Errorf("rabbitmq bus: declare queue %q: %w", q, err)
+			}
+		}
+		for _, q := range b.names.RetryQueues {
+			// Expired messages go back through the default exchange to the
+			// group's queue, and to no other group's.
+			args := amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": b.names.Queue}
+			if b.cfg.QuorumQueues {
+				args[amqp.QueueTypeArg] = amqp.QueueTypeQuorum
+			}
+			if _, err := ch.QueueDeclare(q, durable, false, false, false, args); err != nil {
+				return fmt.Errorf("rabbitmq bus: declare queue %q: %w", q, err)
+			}
+		}
+		s.declared = true
+	}
+	for key, n := range b.keys {
+		if n > 0 && !s.bound[key] {
+			if err := ch.QueueBind(b.names.Queue, key, b.names.Exchange, false, nil); err != nil {
+				return fmt.Errorf("rabbitmq bus: bind %q to %q: %w", b.names.Queue, key, err)
+			}
+			s.bound[key] = true
+		}
+	}
+	for key := range s.bound {
+		if b.keys[key] == 0 {
+			if err := ch.QueueUnbind(b.names.Queue, key, b.names.Exchange, nil); err != nil {
+				return fmt.Errorf("rabbitmq bus: unbind %q from %q: %w", b.names.Queue, key, err)
+			}
+			delete(s.bound, key)
+		}
+	}
+	if !s.consuming && b.readCtx.Err() == nil {
+		if err := b.startConsuming(s); err != nil {
+			return err
+		}
+		s.consuming = true
+	}
+	return nil
+}
+
+func (b *Bus) startConsuming(s *session) error {
+	ch, err := s.conn.Channel()
+	if err != nil {
+		return fmt.Errorf("rabbitmq bus: open channel: %w", err)
+	}
+	b.watch(s, ch.NotifyClose(make(chan *amqp.Error, 1)))
+	if err := ch.Qos(b.cfg.Prefetch, 0, false); err != nil {
+		return fmt.Errorf("rabbitmq bus: qos: %w", err)
+	}
+	deliveries, err := ch.Consume(b.names.Queue, "", false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("rabbitmq bus: consume %q: %w", b.names.Queue, err)
+	}
+	s.acks = newAcker(ch, b.cfg.Prefetch/2)
+	b.readers.Go(func() { b.readLoop(s, deliveries) })
+	return nil
+}
+
+// syncTopology applies the wanted topology on the live session, waiting
+// for a reconnect if needed, within OpTimeout.
+func (b *Bus) syncTopology() error {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.OpTimeout)
+	defer cancel()
+	for {
+		s, err := b.waitSession(ctx)
+		if err != nil {
+			return fmt.Errorf("rabbitmq bus: subscription: %w", err)
+		}
+		b.topoMu.Lock()
+		err = b.applyLocked(s)
+		b.topoMu.Unlock()
+		if err == nil {
+			return nil
+		}
+		if isRefused(err) {
+			return err
+		}
+		// The connection went under us; the next session applies it all.
+		select {
+		case <-s.lost:
+		case <-ctx.Done():
+			return fmt.Errorf("rabbitmq bus: subscription: %w (last error: %w)", ctx.Err(), err)
+		}
+	}
+}
+
+// isRefused reports a broker refusal that a reconnect would not cure.
+func isRefused(err error) bool {
+	var aerr *amqp.Error
+	if !errors.As(err, &aerr) {
+		return false
+	}
+	switch aerr.Code {
+	case amqp.AccessRefused, amqp.NotFound, amqp.ResourceLocked, amqp.PreconditionFailed, amqp.NotAllowed:
+		return true
+	}
+	return false
+}
+
+// Publish sends events to the exchange with routing key
+// "{aggregate_type}.{event_type}", pipelined, and returns once the broker
+// confirmed every one. Messages whose confirmation a lost connection took
+// with it are sent again on the next connection (a consumer may then see
+// an event twice); those the broker returned as unroutable or nacked, or
+// that ctx or Close cut short, are reported in a *PublishError. An invalid
+// envelope fails the whole call before anything is sent.
+func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error {
+	b.gate.RLock()
+	defer b.gate.RUnlock()
+	if b.closed {
+		return bus.ErrClosed
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	msgs := make([]outgoing, len(events))
+	for i := range events {
+		if err := b.prepare(&events[i], &msgs[i]); err != nil {
+			return fmt.Errorf("envelope %d: %w", i, err)
+		}
+	}
+	idx := make([]int, len(msgs))
+	for i := range idx {
+		idx[i] = i
+	}
+	var failed []EventFailure
+	confirmed := 0
+	batch := msgs
+	for len(idx) > 0 {
+		s, err := b.waitSession(ctx)
+		if err != nil {
+			for _, i := range idx {
+				failed = append(failed, EventFailure{Index: i, EventID: events[i].ID.String(), Err: fmt.Errorf("%w: %w", ErrUnconfirmed, err)})
+			}
+			break
+		}
+		errs := s.pub.publish(ctx, batch)
+		var again []int
+		for j, err := range errs {
+			switch {
+			case err == nil:
+				confirmed++
+			case errors.Is(err, errConnLost):
+				again = append(again, idx[j])
+			default:
+				failed = append(failed, EventFailure{Index: idx[j], EventID: events[idx[j]].ID.String(), Err: err})
+			}
+		}
+		if len(again) > 0 {
+			batch = make([]outgoing, len(again))
+			for j, i := range again {
+				batch[j] = msgs[i]
+			}
+		}
+		idx = again
+	}
+	b.counters.Published.Add(uint64(confirmed))
+	if len(failed) == 0 {
+		return nil
+	}
+	slices.SortFunc(failed, func(x, y EventFailure) int { return x.Index - y.Index })
+	return &PublishError{Confirmed: confirmed, Failed: failed}
+}
+
+// prepare checks and encodes one envelope.
+func (b *Bus) prepare(env *eventsource.Envelope, out *outgoing) error {
+	if env.Type == "" || env.Event == nil {
+		return fmt.Errorf("%w: no type or no payload", eventsource.ErrInvalidEvent)
+	}
+	if err := ValidateTypeName(env.Type); err != nil {
+		return err
+	}
+	if strings.Contains(env.AggregateType, ".") {
+		return fmt.Errorf("%w: rabbitmq bus: aggregate type %q contains '.', which would break the routing key", eventsource.ErrInvalidEvent, env.AggregateType)
+	}
+	data, err := b.codec.Marshal(*env)
+	if err != nil {
+		return err
+	}
+	h := amqp.Table{
+		hEventID: env.ID.String(), hEventType: env.Type, hAggType: env.AggregateType,
+		hAggID: env.AggregateID, hVersion: env.Version,
+	}
+	if env.Metadata.TraceParent != "" {
+		h[hTraceParent] = env.Metadata.TraceParent
+	}
+	if env.Metadata.TraceState != "" {
+		h[hTraceState] = env.Metadata.TraceState
+	}
+	*out = outgoing{
+		exchange: b.names.Exchange,
+		key:      env.AggregateType + "." + env.Type,
+		msg: amqp.Publishing{
+			Headers: h, ContentType: "application/json", DeliveryMode: amqp.Persistent,
+			MessageId: env.ID.String(), Timestamp: env.OccurredAt, Type: env.Type, Body: data,
+		},
+	}
+	return nil
+}
+
+// Subscribe registers h for one event type and binds "*.{type}" to the
+// group's queue; the first subscription starts the consumer.
+func (b *Bus) Subscribe(eventType string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
+	return b.SubscribeTypes([]string{eventType}, h, opts...)
+}
+
+// SubscribeTypes registers h once for several types (bus.MultiTypeSubscriber).
+func (b *Bus) SubscribeTypes(eventTypes []string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
+	keys := make([]string, 0, len(eventTypes))
+	for _, t := range eventTypes {
+		if t == "" {
+			continue // the dispatcher refuses it below
+		}
+		if err := ValidateTypeName(t); err != nil {
+			return nil, fmt.Errorf("%w: %w", bus.ErrInvalidSubscription, err)
+		}
+		keys = append(keys, "*."+t)
+	}
+	return b.subscribe(keys, func() (bus.Subscription, error) { return b.d.SubscribeTypes(eventTypes, h, opts...) })
+}
+
+// SubscribeAll registers h for every event type and binds "#".
+func (b *Bus) SubscribeAll(h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
+	return b.subscribe([]string{"#"}, func() (bus.Subscription, error) { return b.d.SubscribeAll(h, opts...) })
+}
+
+func (b *Bus) subscribe(keys []string, register func() (bus.Subscription, error)) (bus.Subscription, error) {
+	b.gate.RLock()
+	defer b.gate.RUnlock()
+	if b.closed {
+		return nil, bus.ErrClosed
+	}
+	inner, err := register()
+	if err != nil {
+		return nil, err
+	}
+	keys = slices.Compact(slices.Sorted(slices.Values(keys)))
+	b.topoMu.Lock()
+	for _, k := range keys {
+		b.keys[k]++
+	}
+	b.consume = true
+	b.topoMu.Unlock()
+	sub := &subscription{b: b, inner: inner, keys: keys}
+	if err := b.syncTopology(); err != nil {
+		return nil, errors.Join(err, sub.Unsubscribe())
+	}
+	return sub, nil
+}
+
+// subscription removes the handler and, when no other subscription of
+// this bus needs them, its bindings.
+type subscription struct {
+	b     *Bus
+	inner bus.Subscription
+	keys  []string
+	once  sync.Once
+	err   error
+}
+
+func (s *subscription) Unsubscribe() error {
+	s.once.Do(func() {
+		b := s.b
+		s.err = s.inner.Unsubscribe()
+		b.topoMu.Lock()
+		for _, k := range s.keys {
+			if b.keys[k]--; b.keys[k] <= 0 {
+				delete(b.keys, k)
+			}
+		}
+		b.topoMu.Unlock()
+		select {
+		case <-b.closing:
+			return // the bindings stay for the group's other members
+		default:
+		}
+		s.err = errors.Join(s.err, b.syncTopology())
+	})
+	return s.err
+}
+
+// Stats returns the bus's counters.
+func (b *Bus) Stats() bus.Stats { return b.d.Stats() }
+
+// DeadLetters returns the admin API of this bus's group's dead letters.
+func (b *Bus) DeadLetters() consumer.Admin { return admin{b} }
+
+// Close stops consuming, lets the handlers finish what was delivered, acks
+// it, and closes the connection; deliveries not yet handed to handlers go
+// back to the queue for the group's other members. Publish calls waiting
+// for a connection return. If ctx ends first it returns ctx.Err(); see
+// consumer.Dispatcher.Close.
+func (b *Bus) Close(ctx context.Context) error {
+	if !b.closeStarted.CompareAndSwap(false, true) {
+		select {
+		case <-b.closeDone:
+			return b.closeErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer close(b.closeDone)
+	close(b.closing)
+	b.gate.Lock()
+	b.closed = true
+	b.gate.Unlock()
+
+	b.stopRead()
+	b.readers.Wait()
+	err := b.d.Close(ctx)
+	if s := b.current(); s != nil {
+		b.topoMu.Lock()
+		if s.acks != nil {
+			s.acks.flush()
+		}
+		b.topoMu.Unlock()
+	}
+	b.stopRun()
+	b.super.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if s := b.final; s != nil {
+		if cerr := s.conn.CloseDeadline(deadline); cerr != nil && !errors.Is(cerr, amqp.ErrClosed) && err == nil {
+			err = fmt.Errorf("rabbitmq bus: close connection: %w", cerr)
+		}
+		s.fail(amqp.ErrClosed)
+	}
+	done := make(chan struct{})
+	go func() {
+		b.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = fmt.Errorf("rabbitmq bus: close: %w", ctx.Err())
+		}
+	}
+	b.closeErr = err
+	return err
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
