@@ -94,6 +94,7 @@ func TestOrdersExampleSameFiguresOnEveryBus(t *testing.T) {
 		args func(t *testing.T) []string
 	}{
 		{"redis", func(t *testing.T) []string { return []string{"-redis-url", redisURL(t)} }},
+		{"rabbitmq", func(t *testing.T) []string { return []string{"-amqp-url", amqpURL(t)} }},
 	}
 	for _, b := range buses {
 		t.Run(b.name, func(t *testing.T) {

@@ -8,10 +8,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
+	"github.com/eventsource-go/eventsource/bus/rabbitmq"
 	redisbus "github.com/eventsource-go/eventsource/bus/redis"
 	"github.com/eventsource-go/eventsource/eventstore"
 	"github.com/eventsource-go/eventsource/eventstore/postgres"
@@ -64,10 +66,35 @@ func openBus(ctx context.Context, cfg config, registry *eventsource.Registry, lo
 			return nil, nil, err
 		}
 		return b, func() { deleteRedisKeys(cfg.redisURL, redisbus.KeyPattern(run)) }, nil
-	case "rabbitmq", "kafka":
-		return nil, nil, fmt.Errorf("-bus %s is not available in this build yet; use -bus memory or redis", cfg.bus)
+	case "rabbitmq":
+		c := rabbitmq.Config{URL: cfg.amqpURL, Registry: registry, Exchange: run, Group: "orders", Logger: logger}
+		b, err := rabbitmq.New(ctx, c)
+		if err != nil {
+			return nil, nil, err
+		}
+		return b, func() { deleteRabbitTopology(cfg.amqpURL, b.Config().Names()) }, nil
+	case "kafka":
+		return nil, nil, fmt.Errorf("-bus %s is not available in this build yet; use -bus memory, redis or rabbitmq", cfg.bus)
 	}
 	return nil, nil, fmt.Errorf("unknown -bus %q: use memory, redis, rabbitmq or kafka", cfg.bus)
+}
+
+// deleteRabbitTopology removes the run's exchange and queues.
+func deleteRabbitTopology(url string, names rabbitmq.Names) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return
+	}
+	defer ch.Close()
+	for _, q := range append([]string{names.Queue, names.DeadLetterQueue}, names.RetryQueues...) {
+		_, _ = ch.QueueDelete(q, false, false, false)
+	}
+	_ = ch.ExchangeDelete(names.Exchange, false, false)
 }
 
 // deleteRedisKeys removes the run's streams; the example is a demo and
