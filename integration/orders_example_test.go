@@ -95,6 +95,7 @@ func TestOrdersExampleSameFiguresOnEveryBus(t *testing.T) {
 	}{
 		{"redis", func(t *testing.T) []string { return []string{"-redis-url", redisURL(t)} }},
 		{"rabbitmq", func(t *testing.T) []string { return []string{"-amqp-url", amqpURL(t)} }},
+		{"kafka", func(t *testing.T) []string { return []string{"-kafka-brokers", strings.Join(kafkaBrokers(t), ",")} }},
 	}
 	for _, b := range buses {
 		t.Run(b.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
+	"github.com/eventsource-go/eventsource/bus/kafka"
 	"github.com/eventsource-go/eventsource/bus/rabbitmq"
 	redisbus "github.com/eventsource-go/eventsource/bus/redis"
 	"github.com/eventsource-go/eventsource/eventstore"
@@ -74,7 +76,17 @@ func openBus(ctx context.Context, cfg config, registry *eventsource.Registry, lo
 		}
 		return b, func() { deleteRabbitTopology(cfg.amqpURL, b.Config().Names()) }, nil
 	case "kafka":
-		return nil, nil, fmt.Errorf("-bus %s is not available in this build yet; use -bus memory, redis or rabbitmq", cfg.bus)
+		c := kafka.Config{Brokers: strings.Split(cfg.kafka, ","), Registry: registry, Topic: run,
+			Group: "orders", CreateTopics: true, Logger: logger}
+		b, err := kafka.New(ctx, c)
+		if err != nil {
+			return nil, nil, err
+		}
+		return b, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = kafka.DeleteTopics(ctx, b.Config(), b.Topics()...)
+		}, nil
 	}
 	return nil, nil, fmt.Errorf("unknown -bus %q: use memory, redis, rabbitmq or kafka", cfg.bus)
 }

@@ -1,0 +1,127 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	metadataapi "github.com/segmentio/kafka-go/protocol/metadata"
+)
+
+// ensureTopics checks that the topics exist, creating the missing ones
+// with the given partition count when Config.CreateTopics is set. It asks
+// through a transport of its own: kafka-go's Transport answers metadata
+// requests from a cache that does not see topics created elsewhere (by
+// another member, say) until it expires. The bus's own transport is then
+// made to see them, so that its first write does not fail.
+func (b *Bus) ensureTopics(ctx context.Context, topics []string, partitions int) error {
+	tr := b.newTransport()
+	defer tr.CloseIdleConnections()
+	c := &kafkago.Client{Addr: kafkago.TCP(b.cfg.Brokers...), Transport: tr, Timeout: b.cfg.DialTimeout}
+	missing, err := missingTopics(ctx, c, topics)
+	if err != nil {
+		return fmt.Errorf("kafka bus: reach brokers %v: %w", b.cfg.Brokers, err)
+	}
+	if len(missing) > 0 && !b.cfg.CreateTopics {
+		return fmt.Errorf("%w: %s (create it, or set Config.CreateTopics)", ErrMissingTopic, strings.Join(missing, ", "))
+	}
+	if len(missing) > 0 {
+		req := &kafkago.CreateTopicsRequest{}
+		for _, t := range missing {
+			req.Topics = append(req.Topics, kafkago.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: b.cfg.ReplicationFactor})
+		}
+		resp, err := c.CreateTopics(ctx, req)
+		if err != nil {
+			return fmt.Errorf("kafka bus: create topics %s: %w", strings.Join(missing, ", "), err)
+		}
+		for t, e := range resp.Errors {
+			if e != nil && !errors.Is(e, kafkago.TopicAlreadyExists) {
+				return fmt.Errorf("kafka bus: create topic %s: %w", t, e)
+			}
+		}
+		// A created topic reaches every broker's metadata a little later.
+		for {
+			missing, err = missingTopics(ctx, c, topics)
+			if err == nil && len(missing) == 0 {
+				break
+			}
+			if !sleep(ctx, 20*time.Millisecond) {
+				return fmt.Errorf("kafka bus: created topics %s do not show in metadata: %w", strings.Join(missing, ", "), ctx.Err())
+			}
+		}
+	}
+	// A metadata request that allows auto-creation bypasses the cache of
+	// the shared transport and refreshes it (the topics exist, so nothing
+	// is created).
+	if _, err := b.transport.RoundTrip(ctx, kafkago.TCP(b.cfg.Brokers...), &metadataapi.Request{TopicNames: topics, AllowAutoTopicCreation: true}); err != nil {
+		return fmt.Errorf("kafka bus: refresh metadata: %w", err)
+	}
+	return nil
+}
+
+// missingTopics returns those of topics that do not exist or have a
+// partition without a leader yet.
+func missingTopics(ctx context.Context, c *kafkago.Client, topics []string) ([]string, error) {
+	meta, err := c.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, err
+	}
+	ready := map[string]bool{}
+	for _, t := range meta.Topics {
+		if t.Error != nil || len(t.Partitions) == 0 {
+			continue
+		}
+		ok := true
+		for _, p := range t.Partitions {
+			if p.Error != nil || p.Leader.Host == "" {
+				ok = false
+			}
+		}
+		ready[t.Name] = ok
+	}
+	var missing []string
+	for _, t := range topics {
+		if !ready[t] {
+			missing = append(missing, t)
+		}
+	}
+	return missing, nil
+}
+
+// DeleteTopics deletes topics (those of Config.Topics, say) with cfg's
+// brokers, SASL and TLS settings. Topics that do not exist are ignored.
+// Tests and tools use it; a bus never deletes topics.
+func DeleteTopics(ctx context.Context, cfg Config, topics ...string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	cfg = cfg.WithDefaults()
+	tr := newTransport(cfg)
+	defer tr.CloseIdleConnections()
+	c := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: tr, Timeout: cfg.DialTimeout}
+	resp, err := c.DeleteTopics(ctx, &kafkago.DeleteTopicsRequest{Topics: topics})
+	if err != nil {
+		return fmt.Errorf("kafka bus: delete topics: %w", err)
+	}
+	var errs []error
+	for t, e := range resp.Errors {
+		if e != nil && !errors.Is(e, kafkago.UnknownTopicOrPartition) {
+			errs = append(errs, fmt.Errorf("delete topic %s: %w", t, e))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("kafka bus: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func newTransport(cfg Config) *kafkago.Transport {
+	nd := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	return &kafkago.Transport{Dial: nd.DialContext, DialTimeout: cfg.DialTimeout, SASL: cfg.SASL, TLS: cfg.TLS, ClientID: "eventsource"}
+}
+
+func (b *Bus) newTransport() *kafkago.Transport { return newTransport(b.cfg) }
