@@ -20,7 +20,9 @@ type Snapshot struct {
 
 // SnapshotStore keeps the latest snapshot per stream.
 type SnapshotStore interface {
-	// SaveSnapshot replaces the stream's snapshot if s is newer.
+	// SaveSnapshot replaces the stream's snapshot unless the stored one is
+	// at a later version: a snapshot at the same version replaces it, so
+	// an aggregate whose snapshot schema changed can overwrite the old one.
 	SaveSnapshot(ctx context.Context, s Snapshot) error
 	// LoadSnapshot returns the stream's latest snapshot, or an error
 	// matching eventsource.ErrNotFound.

@@ -32,6 +32,15 @@
 //		position   bigint      NOT NULL CHECK (position >= 0),
 //		updated_at timestamptz NOT NULL DEFAULT now()
 //	);
+//	CREATE TABLE IF NOT EXISTS snapshots (
+//		stream_id      text        PRIMARY KEY,
+//		aggregate_type text        NOT NULL,
+//		aggregate_id   text        NOT NULL,
+//		version        bigint      NOT NULL,
+//		schema_version bigint      NOT NULL,
+//		data           bytea       NOT NULL,
+//		taken_at       timestamptz NOT NULL
+//	);
 //
 // The tables are unqualified: give the pool a search_path to keep them in a
 // schema of their own.
@@ -74,8 +83,21 @@
 // Reads fetch pages of rows (WithPageSize) and yield them after the rows
 // are closed, so no connection is held while the caller's loop body runs.
 //
-// OccurredAt is kept at microsecond precision, PostgreSQL's; Append
-// truncates it and returns what it stored.
+// # Snapshots
+//
+// The Store is also an eventstore.SnapshotStore, keeping the latest
+// snapshot per stream in the snapshots table. A save is one statement,
+// atomic across processes without the counter lock:
+//
+//	INSERT INTO snapshots (...) VALUES (...)
+//	ON CONFLICT (stream_id) DO UPDATE SET ...
+//	WHERE snapshots.version <= excluded.version
+//
+// so an older snapshot, from a writer that loaded the aggregate earlier,
+// never replaces a newer one; it is ignored, without an error.
+//
+// OccurredAt and a snapshot's TakenAt are kept at microsecond precision,
+// PostgreSQL's; Append truncates OccurredAt and returns what it stored.
 package postgres
 
 import (
@@ -124,6 +146,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 	position   bigint      NOT NULL CHECK (position >= 0),
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS snapshots (
+	stream_id      text        PRIMARY KEY,
+	aggregate_type text        NOT NULL,
+	aggregate_id   text        NOT NULL,
+	version        bigint      NOT NULL,
+	schema_version bigint      NOT NULL,
+	data           bytea       NOT NULL,
+	taken_at       timestamptz NOT NULL
+);
 `
 
 // migrateLockID is the advisory lock that serializes concurrent Migrate
@@ -161,6 +192,15 @@ const (
 	loadSQL  = `SELECT ` + columns + ` FROM events WHERE stream_id = $1 AND version >= $2 AND position <= $3 ORDER BY version LIMIT $4`
 	readSQL  = `SELECT ` + columns + ` FROM events WHERE position >= $1 AND position <= $2 ORDER BY position LIMIT $3`
 	boundSQL = `SELECT last FROM event_counter`
+
+	saveSnapshotSQL = `INSERT INTO snapshots
+	(stream_id, aggregate_type, aggregate_id, version, schema_version, data, taken_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+	ON CONFLICT (stream_id) DO UPDATE SET
+		aggregate_type = excluded.aggregate_type, aggregate_id = excluded.aggregate_id, version = excluded.version,
+		schema_version = excluded.schema_version, data = excluded.data, taken_at = excluded.taken_at
+	WHERE snapshots.version <= excluded.version`
+	loadSnapshotSQL = `SELECT aggregate_type, aggregate_id, version, schema_version, data, taken_at
+	FROM snapshots WHERE stream_id = $1`
 )
 
 // Option configures New.
@@ -176,7 +216,8 @@ func WithPageSize(n int) Option {
 	}
 }
 
-// Store is a Store and a CheckpointStore on a PostgreSQL database whose
+// Store is a Store, a CheckpointStore and a SnapshotStore on a PostgreSQL
+// database whose
 // schema Migrate has created. It is safe for concurrent use, and any number
 // of processes may share the database.
 type Store struct {
@@ -188,6 +229,7 @@ type Store struct {
 var (
 	_ eventstore.Store           = (*Store)(nil)
 	_ eventstore.CheckpointStore = (*Store)(nil)
+	_ eventstore.SnapshotStore   = (*Store)(nil)
 )
 
 // New returns a store on pool that decodes payloads with registry. It does
@@ -483,4 +525,43 @@ func checkpointError(ctx context.Context, name string, err error) error {
 		return cerr
 	}
 	return fmt.Errorf("postgres: checkpoint %q: %w", name, err)
+}
+
+// SaveSnapshot implements eventstore.SnapshotStore: it replaces the
+// stream's snapshot only with a later version.
+func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) error {
+	data := snap.Data
+	if data == nil {
+		data = []byte{} // pgx sends a nil slice as NULL
+	}
+	_, err := s.pool.Exec(ctx, saveSnapshotSQL, snap.StreamID, snap.AggregateType, snap.AggregateID,
+		snap.Version, int64(snap.SchemaVersion), data, snap.TakenAt)
+	if err != nil {
+		return snapshotError(ctx, snap.StreamID, err)
+	}
+	return nil
+}
+
+// LoadSnapshot implements eventstore.SnapshotStore.
+func (s *Store) LoadSnapshot(ctx context.Context, streamID string) (eventstore.Snapshot, error) {
+	snap := eventstore.Snapshot{StreamID: streamID}
+	var schema int64
+	err := s.pool.QueryRow(ctx, loadSnapshotSQL, streamID).Scan(&snap.AggregateType, &snap.AggregateID,
+		&snap.Version, &schema, &snap.Data, &snap.TakenAt)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return eventstore.Snapshot{}, fmt.Errorf("postgres: %w: no snapshot of %q", eventsource.ErrNotFound, streamID)
+	case err != nil:
+		return eventstore.Snapshot{}, snapshotError(ctx, streamID, err)
+	}
+	snap.SchemaVersion = int(schema)
+	snap.TakenAt = snap.TakenAt.UTC()
+	return snap, nil
+}
+
+func snapshotError(ctx context.Context, streamID string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return fmt.Errorf("postgres: snapshot of %q: %w", streamID, err)
 }

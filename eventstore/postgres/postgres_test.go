@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -350,4 +351,39 @@ func BenchmarkReadAll(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+}
+
+func TestSnapshotsConformance(t *testing.T) {
+	s, _ := newStore(t)
+	storetest.RunSnapshots(t, func(t *testing.T) eventstore.SnapshotStore { return s })
+}
+
+// Saves and loads alternate between two pools, standing for two processes:
+// the concurrent subtest races writers on different connections, and only
+// the UPSERT keeps the newest snapshot.
+func TestSnapshotsAcrossTwoPools(t *testing.T) {
+	url, schema := newSchema(t)
+	poolA, poolB := newPool(t, url, schema), newPool(t, url, schema)
+	if err := postgres.Migrate(t.Context(), poolA); err != nil {
+		t.Fatal(err)
+	}
+	reg := storetest.NewRegistry()
+	both := &alternateSnapshots{stores: [2]eventstore.SnapshotStore{postgres.New(poolA, reg), postgres.New(poolB, reg)}}
+	storetest.RunSnapshots(t, func(t *testing.T) eventstore.SnapshotStore { return both })
+}
+
+// alternateSnapshots sends each call to the next of two stores.
+type alternateSnapshots struct {
+	stores [2]eventstore.SnapshotStore
+	calls  atomic.Uint64
+}
+
+func (s *alternateSnapshots) next() eventstore.SnapshotStore { return s.stores[s.calls.Add(1)%2] }
+
+func (s *alternateSnapshots) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) error {
+	return s.next().SaveSnapshot(ctx, snap)
+}
+
+func (s *alternateSnapshots) LoadSnapshot(ctx context.Context, streamID string) (eventstore.Snapshot, error) {
+	return s.next().LoadSnapshot(ctx, streamID)
 }

@@ -34,6 +34,20 @@
 //		position   INTEGER NOT NULL,
 //		updated_at TEXT    NOT NULL
 //	) STRICT;
+//	CREATE TABLE snapshots (
+//		stream_id      TEXT    PRIMARY KEY,
+//		aggregate_type TEXT    NOT NULL,
+//		aggregate_id   TEXT    NOT NULL,
+//		version        INTEGER NOT NULL,
+//		schema_version INTEGER NOT NULL,
+//		data           BLOB    NOT NULL,
+//		taken_at       TEXT    NOT NULL     -- RFC 3339, UTC, nanoseconds
+//	) STRICT;
+//
+// The Store is also an eventstore.SnapshotStore on the same file, keeping
+// the latest snapshot per stream: a save is one UPSERT whose WHERE clause
+// keeps the stored row when its version is at least as new, so a slow
+// writer never replaces a newer snapshot with an older one.
 //
 // Reads fetch pages of rows (WithPageSize) and yield them after the rows are
 // closed, so no connection or read transaction is held while the caller's
@@ -63,7 +77,9 @@ import (
 )
 
 // schemaVersion is stored in PRAGMA user_version; a file from a newer
-// release is refused rather than misread.
+// release is refused rather than misread. Adding a table (snapshots) does
+// not change it: the statements create what is missing, and a release
+// without snapshots ignores the table.
 const schemaVersion = 1
 
 const schema = `
@@ -85,6 +101,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 	position   INTEGER NOT NULL,
 	updated_at TEXT    NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS snapshots (
+	stream_id      TEXT    PRIMARY KEY,
+	aggregate_type TEXT    NOT NULL,
+	aggregate_id   TEXT    NOT NULL,
+	version        INTEGER NOT NULL,
+	schema_version INTEGER NOT NULL,
+	data           BLOB    NOT NULL,
+	taken_at       TEXT    NOT NULL
+) STRICT;
 PRAGMA user_version = 1;
 `
 
@@ -96,6 +121,15 @@ const (
 	loadSQL  = `SELECT ` + columns + ` FROM events WHERE stream_id = ? AND version >= ? AND position <= ? ORDER BY version LIMIT ?`
 	readSQL  = `SELECT ` + columns + ` FROM events WHERE position >= ? AND position <= ? ORDER BY position LIMIT ?`
 	boundSQL = `SELECT COALESCE(MAX(position), 0) FROM events`
+
+	saveSnapshotSQL = `INSERT INTO snapshots
+	(stream_id, aggregate_type, aggregate_id, version, schema_version, data, taken_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (stream_id) DO UPDATE SET
+		aggregate_type = excluded.aggregate_type, aggregate_id = excluded.aggregate_id, version = excluded.version,
+		schema_version = excluded.schema_version, data = excluded.data, taken_at = excluded.taken_at
+	WHERE snapshots.version <= excluded.version`
+	loadSnapshotSQL = `SELECT aggregate_type, aggregate_id, version, schema_version, data, taken_at
+	FROM snapshots WHERE stream_id = ?`
 )
 
 const (
@@ -152,8 +186,8 @@ func WithSynchronousNormal() Option {
 	return func(c *config) { c.synchronous = "NORMAL" }
 }
 
-// Store is a Store and a CheckpointStore on one SQLite file. It is safe for
-// concurrent use; Close it when done.
+// Store is a Store, a CheckpointStore and a SnapshotStore on one SQLite
+// file. It is safe for concurrent use; Close it when done.
 type Store struct {
 	write    *sql.DB // one connection: the only writer
 	read     *sql.DB
@@ -161,13 +195,14 @@ type Store struct {
 	pageSize int
 
 	// Statements are parsed once per connection, not once per call.
-	head, insertOne, insertFull *sql.Stmt // on write
-	load, readAll, bound        *sql.Stmt // on read
+	head, insertOne, insertFull, saveSnapshot *sql.Stmt // on write
+	load, readAll, bound, loadSnapshot        *sql.Stmt // on read
 }
 
 var (
 	_ eventstore.Store           = (*Store)(nil)
 	_ eventstore.CheckpointStore = (*Store)(nil)
+	_ eventstore.SnapshotStore   = (*Store)(nil)
 )
 
 // Open opens or creates the store in the file at path, creating the schema
@@ -226,6 +261,8 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		{s.read, &s.load, loadSQL},
 		{s.read, &s.readAll, readSQL},
 		{s.read, &s.bound, boundSQL},
+		{write, &s.saveSnapshot, saveSnapshotSQL},
+		{s.read, &s.loadSnapshot, loadSnapshotSQL},
 	} {
 		if *p.stmt, err = p.db.PrepareContext(ctx, p.sql); err != nil {
 			s.Close()
@@ -252,7 +289,7 @@ func (s *Store) migrate(ctx context.Context) error {
 // Close closes the store's connections.
 func (s *Store) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.head, s.insertOne, s.insertFull, s.load, s.readAll, s.bound} {
+	for _, st := range []*sql.Stmt{s.head, s.insertOne, s.insertFull, s.load, s.readAll, s.bound, s.saveSnapshot, s.loadSnapshot} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -533,4 +570,46 @@ func checkpointError(ctx context.Context, name string, err error) error {
 		return cerr
 	}
 	return fmt.Errorf("sqlite: checkpoint %q: %w", name, err)
+}
+
+// SaveSnapshot implements eventstore.SnapshotStore: it replaces the
+// stream's snapshot only with a later version.
+func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) error {
+	data := snap.Data
+	if data == nil {
+		data = []byte{} // the driver binds a nil slice as NULL
+	}
+	_, err := s.saveSnapshot.ExecContext(ctx, snap.StreamID, snap.AggregateType, snap.AggregateID,
+		snap.Version, snap.SchemaVersion, data, snap.TakenAt.UTC().Format(timeFormat))
+	if err != nil {
+		return snapshotError(ctx, snap.StreamID, err)
+	}
+	return nil
+}
+
+// LoadSnapshot implements eventstore.SnapshotStore.
+func (s *Store) LoadSnapshot(ctx context.Context, streamID string) (eventstore.Snapshot, error) {
+	snap := eventstore.Snapshot{StreamID: streamID}
+	var takenAt string
+	err := s.loadSnapshot.QueryRowContext(ctx, streamID).Scan(&snap.AggregateType, &snap.AggregateID,
+		&snap.Version, &snap.SchemaVersion, &snap.Data, &takenAt)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return eventstore.Snapshot{}, fmt.Errorf("sqlite: %w: no snapshot of %q", eventsource.ErrNotFound, streamID)
+	case err != nil:
+		return eventstore.Snapshot{}, snapshotError(ctx, streamID, err)
+	}
+	if snap.TakenAt, err = time.Parse(time.RFC3339Nano, takenAt); err != nil {
+		return eventstore.Snapshot{}, fmt.Errorf("sqlite: snapshot of %q: taken_at: %w", streamID, err)
+	}
+	return snap, nil
+}
+
+// snapshotError prefers the context's error, which the driver may have
+// reported as an interrupted statement.
+func snapshotError(ctx context.Context, streamID string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return fmt.Errorf("sqlite: snapshot of %q: %w", streamID, err)
 }

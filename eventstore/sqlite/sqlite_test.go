@@ -304,3 +304,57 @@ func BenchmarkReadAll(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
 }
+
+func TestSnapshotsConformance(t *testing.T) {
+	storetest.RunSnapshots(t, func(t *testing.T) eventstore.SnapshotStore {
+		return open(t, filepath.Join(t.TempDir(), "events.db"))
+	})
+}
+
+// One file for all subtests, as the events share it.
+func TestSnapshotsConformanceShared(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "events.db"), sqlite.WithSynchronousNormal())
+	storetest.RunSnapshots(t, func(t *testing.T) eventstore.SnapshotStore { return s })
+}
+
+// A file written before snapshots existed gets the table when it is opened,
+// and snapshots survive a reopen.
+func TestSnapshotsTableAddedToOlderFile(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "events.db")
+	reg := storetest.NewRegistry()
+	s, err := sqlite.Open(ctx, path, sqlite.WithRegistry(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, "DROP TABLE snapshots"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if s, err = sqlite.Open(ctx, path, sqlite.WithRegistry(reg)); err != nil {
+		t.Fatal(err)
+	}
+	snap := eventstore.Snapshot{StreamID: "Account-1", AggregateType: "Account", AggregateID: "1",
+		Version: 10, SchemaVersion: 2, Data: []byte(`{"balance":45}`)}
+	if err := s.SaveSnapshot(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	got, err := s.LoadSnapshot(ctx, "Account-1")
+	if err != nil || got.Version != 10 || got.SchemaVersion != 2 || string(got.Data) != `{"balance":45}` {
+		t.Fatalf("snapshot after reopen = %+v, %v", got, err)
+	}
+}
