@@ -44,12 +44,11 @@ type InProcess struct {
 
 	lateDropped atomic.Uint64 // events that reached a stopped asynchronous subscriber
 
-	baseCtx  context.Context // handed to asynchronous and background handlers
-	abort    context.CancelFunc
-	closed   atomic.Bool
-	closing  chan struct{} // closed when the first Close finishes
-	closeErr error         // the first Close's outcome, read after closing
-	asyncWG  sync.WaitGroup
+	baseCtx context.Context // handed to asynchronous and background handlers
+	abort   context.CancelFunc
+	closed  atomic.Bool
+	closer  CloseOnce
+	asyncWG sync.WaitGroup
 
 	bgOnce    sync.Once
 	bgGate    sync.RWMutex // held shared while enqueueing, exclusively to stop
@@ -122,7 +121,6 @@ func NewInProcess(opts ...Option) *InProcess {
 		counters:  make(map[string]*typeCounters),
 		untyped:   new(typeCounters),
 		asyncs:    make(map[*asyncDelivery]struct{}),
-		closing:   make(chan struct{}),
 		bgSeed:    maphash.MakeSeed(),
 	}
 	for _, o := range opts {
@@ -435,15 +433,13 @@ func (b *InProcess) Stats() Stats {
 // Synchronous Publish calls already in progress finish on their callers'
 // goroutines. Later calls return the first call's outcome.
 func (b *InProcess) Close(ctx context.Context) error {
-	if !b.closed.CompareAndSwap(false, true) {
-		select {
-		case <-b.closing:
-			return b.closeErr
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	defer close(b.closing)
+	return b.closer.Do(ctx, func() error {
+		b.closed.Store(true)
+		return b.close(ctx)
+	})
+}
+
+func (b *InProcess) close(ctx context.Context) error {
 
 	b.bgGate.Lock()
 	b.bgStopped = true
@@ -466,7 +462,6 @@ func (b *InProcess) Close(ctx context.Context) error {
 		err = waitContext(ctx, &b.asyncWG)
 	}
 	b.abort()
-	b.closeErr = err
 	return err
 }
 

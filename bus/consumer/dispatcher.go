@@ -106,10 +106,11 @@ type Config struct {
 // Dispatcher decodes, routes and runs handlers for a distributed bus; see
 // the package documentation.
 type Dispatcher struct {
-	cfg   Config
-	codec eventsource.JSONCodec
-	log   *slog.Logger
-	seed  maphash.Seed
+	closer bus.CloseOnce
+	cfg    Config
+	codec  eventsource.JSONCodec
+	log    *slog.Logger
+	seed   maphash.Seed
 
 	routes atomic.Pointer[routeTable]
 	mu     sync.Mutex // guards subs, seq, closed
@@ -128,10 +129,6 @@ type Dispatcher struct {
 
 	ctx    context.Context // handlers' context; cancelled when Close gives up
 	cancel context.CancelFunc
-
-	closeStarted atomic.Bool
-	closeDone    chan struct{}
-	closeErr     error
 
 	received, handled, retries, deadLettered, released atomic.Uint64
 	inFlight                                           atomic.Int64
@@ -170,7 +167,6 @@ func New(cfg Config) (*Dispatcher, error) {
 		slots:     make(chan struct{}, cfg.MaxInFlight),
 		acks:      make(chan []Message, cfg.MaxInFlight),
 		ackerDone: make(chan struct{}),
-		closeDone: make(chan struct{}),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.routes.Store(&routeTable{byType: map[string][]*subscription{}, byName: map[string][]*subscription{}})
@@ -653,15 +649,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // Close returns ctx.Err() without waiting for handlers that ignore their
 // context. It is idempotent.
 func (d *Dispatcher) Close(ctx context.Context) error {
-	if !d.closeStarted.CompareAndSwap(false, true) {
-		select {
-		case <-d.closeDone:
-			return d.closeErr
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	defer close(d.closeDone)
+	return d.closer.Do(ctx, func() error { return d.close(ctx) })
+}
+
+func (d *Dispatcher) close(ctx context.Context) error {
 	close(d.stopping)
 	d.mu.Lock()
 	d.closed = true
@@ -681,9 +672,9 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 		d.cancel()
 	case <-ctx.Done():
 		d.cancel()
-		d.closeErr = fmt.Errorf("consumer: close: %w", ctx.Err())
+		return fmt.Errorf("consumer: close: %w", ctx.Err())
 	}
-	return d.closeErr
+	return nil
 }
 
 // Stats returns the dispatcher's counters and subscriber counts, plus the

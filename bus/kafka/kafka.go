@@ -20,9 +20,10 @@ import (
 
 // Bus is the Kafka bus. It implements bus.Bus and bus.MultiTypeSubscriber.
 type Bus struct {
-	cfg   Config
-	log   *slog.Logger
-	codec eventsource.JSONCodec
+	closer bus.CloseOnce
+	cfg    Config
+	log    *slog.Logger
+	codec  eventsource.JSONCodec
 
 	transport *kafkago.Transport // shared by the writer and the admin client
 	client    *kafkago.Client
@@ -44,10 +45,6 @@ type Bus struct {
 	hardStop  chan struct{} // closed when Close gives up draining
 
 	generations, abandoned atomic.Uint64
-
-	closeStarted atomic.Bool
-	closeDone    chan struct{}
-	closeErr     error
 }
 
 var (
@@ -64,11 +61,10 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, err
 	}
 	b := &Bus{
-		cfg:       cfg,
-		log:       cfg.Logger.With(slog.String("bus", "kafka"), slog.String("group", cfg.Group)),
-		codec:     eventsource.NewJSONCodec(cfg.Registry),
-		hardStop:  make(chan struct{}),
-		closeDone: make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger.With(slog.String("bus", "kafka"), slog.String("group", cfg.Group)),
+		codec:    eventsource.NewJSONCodec(cfg.Registry),
+		hardStop: make(chan struct{}),
 	}
 	b.transport = newTransport(cfg)
 	b.client = &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: b.transport, Timeout: cfg.DialTimeout}
@@ -490,15 +486,10 @@ func (b *Bus) DeadLetters() consumer.Admin { return admin{b} }
 // member handles it again), and Close returns ctx.Err() once the consumer
 // goroutines have stopped (bounded by the broker timeouts).
 func (b *Bus) Close(ctx context.Context) error {
-	if !b.closeStarted.CompareAndSwap(false, true) {
-		select {
-		case <-b.closeDone:
-			return b.closeErr
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	defer close(b.closeDone)
+	return b.closer.Do(ctx, func() error { return b.close(ctx) })
+}
+
+func (b *Bus) close(ctx context.Context) error {
 	b.gate.Lock()
 	b.closed = true
 	b.gate.Unlock()
@@ -525,9 +516,9 @@ func (b *Bus) Close(ctx context.Context) error {
 		_ = b.d.Close(ctx) // cancels handlers, releases what is left
 		<-stopped
 	}
-	b.closeErr = errors.Join(err, b.writer.Close())
+	err = errors.Join(err, b.writer.Close())
 	b.transport.CloseIdleConnections()
-	return b.closeErr
+	return err
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -44,6 +44,7 @@ const (
 // Bus is the RabbitMQ bus. It implements bus.Bus and
 // bus.MultiTypeSubscriber.
 type Bus struct {
+	closer  bus.CloseOnce
 	cfg     Config
 	log     *slog.Logger
 	names   Names
@@ -75,9 +76,6 @@ type Bus struct {
 	readers  sync.WaitGroup // read loops
 	wg       sync.WaitGroup // everything else: watchers, confirm trackers
 
-	closeStarted atomic.Bool
-	closeDone    chan struct{}
-	closeErr     error
 }
 
 var (
@@ -115,14 +113,13 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, fmt.Errorf("rabbitmq bus: the registry holds a type name AMQP cannot route: %w", err)
 	}
 	b := &Bus{
-		cfg:       cfg,
-		log:       cfg.Logger.With(slog.String("bus", "rabbitmq"), slog.String("group", cfg.Group)),
-		names:     cfg.Names(),
-		codec:     eventsource.NewJSONCodec(cfg.Registry),
-		keys:      map[string]int{},
-		up:        make(chan struct{}),
-		closing:   make(chan struct{}),
-		closeDone: make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger.With(slog.String("bus", "rabbitmq"), slog.String("group", cfg.Group)),
+		names:   cfg.Names(),
+		codec:   eventsource.NewJSONCodec(cfg.Registry),
+		keys:    map[string]int{},
+		up:      make(chan struct{}),
+		closing: make(chan struct{}),
 	}
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(cfg.ConnectionName)
@@ -665,15 +662,10 @@ func (b *Bus) DeadLetters() consumer.Admin { return admin{b} }
 // for a connection return. If ctx ends first it returns ctx.Err(); see
 // consumer.Dispatcher.Close.
 func (b *Bus) Close(ctx context.Context) error {
-	if !b.closeStarted.CompareAndSwap(false, true) {
-		select {
-		case <-b.closeDone:
-			return b.closeErr
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	defer close(b.closeDone)
+	return b.closer.Do(ctx, func() error { return b.close(ctx) })
+}
+
+func (b *Bus) close(ctx context.Context) error {
 	close(b.closing)
 	b.gate.Lock()
 	b.closed = true
@@ -713,7 +705,6 @@ func (b *Bus) Close(ctx context.Context) error {
 			err = fmt.Errorf("rabbitmq bus: close: %w", ctx.Err())
 		}
 	}
-	b.closeErr = err
 	return err
 }
 

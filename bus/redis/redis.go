@@ -31,10 +31,11 @@ const (
 // Bus is the Redis Streams bus. It implements bus.Bus and
 // bus.MultiTypeSubscriber.
 type Bus struct {
-	cfg   Config
-	log   *slog.Logger
-	keys  keys
-	codec eventsource.JSONCodec
+	closer bus.CloseOnce
+	cfg    Config
+	log    *slog.Logger
+	keys   keys
+	codec  eventsource.JSONCodec
 
 	client *goredis.Client // publishing, acks, claims, dead letters, admin
 	// reader runs only the blocking XREADGROUP, on a pool of one
@@ -54,10 +55,6 @@ type Bus struct {
 	loopCtx   context.Context
 	stopLoops context.CancelFunc
 	loops     sync.WaitGroup
-
-	closeStarted atomic.Bool
-	closeDone    chan struct{}
-	closeErr     error
 }
 
 var (
@@ -77,11 +74,10 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		opts.TLSConfig = cfg.TLS
 	}
 	b := &Bus{
-		cfg:       cfg,
-		log:       cfg.Logger.With(slog.String("bus", "redis"), slog.String("group", cfg.Group)),
-		keys:      keysFor(cfg.StreamPrefix, cfg.Group),
-		codec:     eventsource.NewJSONCodec(cfg.Registry),
-		closeDone: make(chan struct{}),
+		cfg:   cfg,
+		log:   cfg.Logger.With(slog.String("bus", "redis"), slog.String("group", cfg.Group)),
+		keys:  keysFor(cfg.StreamPrefix, cfg.Group),
+		codec: eventsource.NewJSONCodec(cfg.Registry),
 	}
 	b.client = goredis.NewClient(opts)
 	readerOpts := *opts
@@ -226,15 +222,10 @@ func (b *Bus) DeadLetters() consumer.Admin { return admin{b} }
 // Redis, for another member (or this group's next process) to claim. If
 // ctx ends first it returns ctx.Err(); see consumer.Dispatcher.Close.
 func (b *Bus) Close(ctx context.Context) error {
-	if !b.closeStarted.CompareAndSwap(false, true) {
-		select {
-		case <-b.closeDone:
-			return b.closeErr
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	defer close(b.closeDone)
+	return b.closer.Do(ctx, func() error { return b.close(ctx) })
+}
+
+func (b *Bus) close(ctx context.Context) error {
 	b.gate.Lock()
 	b.closed = true
 	b.gate.Unlock()
@@ -249,8 +240,7 @@ func (b *Bus) Close(ctx context.Context) error {
 	if err == nil && b.consuming.Load() {
 		b.forgetConsumer(ctx)
 	}
-	b.closeErr = errors.Join(err, b.reader.Close(), b.client.Close())
-	return b.closeErr
+	return errors.Join(err, b.reader.Close(), b.client.Close())
 }
 
 // forgetConsumer removes this member from the group when it holds no
