@@ -75,8 +75,19 @@ type routeTable struct {
 }
 
 type route struct {
-	counters *typeCounters
-	subs     []routeEntry // in registration order, wildcards merged in
+	counters     *typeCounters
+	subs         []routeEntry // in registration order, wildcards merged in
+	syncHandlers uint64       // entries without asynchronous delivery
+}
+
+func newRoute(c *typeCounters, subs []routeEntry) *route {
+	r := &route{counters: c, subs: subs}
+	for _, e := range subs {
+		if e.async == nil {
+			r.syncHandlers++
+		}
+	}
+	return r
 }
 
 // routeEntry copies what dispatch reads out of the subscription, so that
@@ -172,13 +183,14 @@ func (b *InProcess) dispatch(ctx context.Context, env *eventsource.Envelope) err
 	if b.concurrency > 1 && len(r.subs) > 1 {
 		return b.dispatchConcurrently(ctx, r, env)
 	}
-	var invoked uint64
+	// Every synchronous handler is called, a panicking one included, so
+	// the count is known before the calls.
+	if r.syncHandlers > 0 {
+		r.counters.invoked.Add(r.syncHandlers)
+	}
 	var err error
 	for next := 0; next < len(r.subs); {
-		next = b.runFrom(ctx, r, *env, next, &invoked, &err)
-	}
-	if invoked > 0 {
-		r.counters.invoked.Add(invoked)
+		next = b.runFrom(ctx, r, *env, next, &err)
 	}
 	return err
 }
@@ -187,7 +199,7 @@ func (b *InProcess) dispatch(ctx context.Context, env *eventsource.Envelope) err
 // when a handler panics, the index after it, so that dispatch resumes with
 // the next handler. One deferred recover per event, not one per handler,
 // keeps fan-out cheap.
-func (b *InProcess) runFrom(ctx context.Context, r *route, env eventsource.Envelope, start int, invoked *uint64, errp *error) (next int) {
+func (b *InProcess) runFrom(ctx context.Context, r *route, env eventsource.Envelope, start int, errp *error) (next int) {
 	i := start
 	defer func() {
 		if p := recover(); p != nil {
@@ -202,7 +214,6 @@ func (b *InProcess) runFrom(ctx context.Context, r *route, env eventsource.Envel
 			*errp = errors.Join(*errp, e.async.enqueue(ctx, &env, &b.lateDropped))
 			continue
 		}
-		*invoked++
 		if err := e.handler.Handle(ctx, env); err != nil {
 			b.handlerFailed(ctx, r.counters, e.sub, &env, &HandlerError{Handler: e.sub.name, EventType: env.Type, EventID: env.ID.String(), Err: err})
 		}
@@ -375,7 +386,7 @@ func (b *InProcess) rebuildLocked() {
 			types[t] = true
 		}
 	}
-	rt := &routeTable{byType: make(map[string]*route, len(types)), wildcard: &route{counters: b.untyped, subs: wildcards}}
+	rt := &routeTable{byType: make(map[string]*route, len(types)), wildcard: newRoute(b.untyped, wildcards)}
 	for t := range types {
 		var merged []routeEntry
 		for _, s := range b.subs {
@@ -383,7 +394,7 @@ func (b *InProcess) rebuildLocked() {
 				merged = append(merged, s.entry())
 			}
 		}
-		rt.byType[t] = &route{counters: b.counters[t], subs: merged}
+		rt.byType[t] = newRoute(b.counters[t], merged)
 	}
 	b.routes.Store(rt)
 }
