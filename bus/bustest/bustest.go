@@ -6,6 +6,8 @@
 //		bustest.Run(t, bustest.Features{ConsumerGroups: true, OrderingPerAggregate: true},
 //			func(t *testing.T, cfg bustest.Config) bus.Bus { return open(t, cfg) })
 //	}
+//
+// Buses with a dead-letter destination also pass RunDeadLetters.
 package bustest
 
 import (
@@ -50,6 +52,11 @@ type Config struct {
 	Group string
 	// Registry knows the suite's event types; the bus decodes with it.
 	Registry *eventsource.Registry
+	// MaxRetries is the retry budget RunDeadLetters chooses: the bus must
+	// use it as its RetryPolicy.MaxRetries, with backoffs of a few
+	// milliseconds so that retrying tests stay short. 0 means the bus's
+	// default (Run always leaves it 0).
+	MaxRetries int
 }
 
 // Factory opens a bus. The suite closes every bus it opens; the factory
@@ -128,13 +135,7 @@ func Run(t *testing.T, features Features, factory Factory) {
 func (s *suite) open(t *testing.T, ns, group string) bus.Bus {
 	t.Helper()
 	b := s.factory(t, Config{Namespace: ns, Group: group, Registry: NewRegistry()})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), s.features.Timeout)
-		defer cancel()
-		if err := b.Close(ctx); err != nil {
-			t.Errorf("Close at cleanup: %v", err)
-		}
-	})
+	closeAtCleanup(t, b, s.features.Timeout)
 	return b
 }
 
@@ -143,15 +144,35 @@ func namespace(t *testing.T) string { return "bt" + uuid.NewString()[:8] }
 // drain closes b, which finishes in-flight work, so counts are final.
 func (s *suite) drain(t *testing.T, b bus.Bus) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), s.features.Timeout)
+	drain(t, b, s.features.Timeout)
+}
+
+func (s *suite) ctx(t *testing.T) context.Context { return timeoutCtx(t, s.features.Timeout) }
+
+// closeAtCleanup closes b at the end of the test, if the test has not.
+func closeAtCleanup(t *testing.T, b bus.Bus, timeout time.Duration) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Errorf("Close at cleanup: %v", err)
+		}
+	})
+}
+
+// drain closes b, which finishes in-flight work, so counts are final.
+func drain(t *testing.T, b bus.Bus, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := b.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 }
 
-func (s *suite) ctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), s.features.Timeout)
+// timeoutCtx returns a context that ends after timeout or with the test.
+func timeoutCtx(t *testing.T, timeout time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
 	return ctx
 }

@@ -18,130 +18,31 @@ import (
 	"github.com/eventsource-go/eventsource/bus/consumer"
 )
 
-// A handler that keeps failing: the event is dead-lettered after exactly
-// MaxRetries attempts with its origin; replay delivers it once, to this
-// group only; a second replay of the record is ErrNotFound.
-func TestDeadLetterAndReplay(t *testing.T) {
-	topic := uniqueTopic("kt-dl")
-	b := open(t, Config{Topic: topic, Group: "g1"})
-	other := open(t, Config{Topic: topic, Group: "g2"})
-	defer closeBus(t, b)
-	defer closeBus(t, other)
-	var broken atomic.Bool
-	broken.Store(true)
-	var calls, handled, otherHandled atomic.Int32
-	if _, err := b.Subscribe("BustestPing", bus.HandlerFunc(func(context.Context, eventsource.Envelope) error {
-		calls.Add(1)
-		if broken.Load() {
-			return errors.New("database down")
+// TestDeadLetters runs the shared dead-letter suite. A record names its
+// origin (topic, partition:offset) and is identified by it; retries go
+// through the retry topics, so the failing group's bus reads the event
+// once per attempt and once more replayed.
+func TestDeadLetters(t *testing.T) {
+	brokers(t)
+	bustest.RunDeadLetters(t, bustest.DeadLetterOptions{
+		Timeout: 30 * time.Second,
+		Check: func(t *testing.T, r bustest.DeadLetterResult) {
+			topic, rec := r.Config.Namespace, r.Record
+			if rec.Source != topic || !strings.HasSuffix(rec.SourceID, ":0") || rec.ID != topic+":"+rec.SourceID {
+				t.Errorf("record ID %q, source %q, source ID %q; want %q, %q, partition:0", rec.ID, rec.Source, rec.SourceID,
+					topic+":"+rec.SourceID, topic)
+			}
+			if want := uint64(r.Config.MaxRetries + 1); r.Stats.Received != want {
+				t.Errorf("Stats.Received = %d, want %d", r.Stats.Received, want)
+			}
+		},
+	}, func(t *testing.T, cfg bustest.Config) bustest.DeadLetterBus {
+		retry := fastRetry
+		if cfg.MaxRetries > 0 {
+			retry.MaxRetries = cfg.MaxRetries
 		}
-		handled.Add(1)
-		return nil
-	}), bus.WithName("writer")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.SubscribeAll(bus.HandlerFunc(func(context.Context, eventsource.Envelope) error {
-		otherHandled.Add(1)
-		return nil
-	})); err != nil {
-		t.Fatal(err)
-	}
-	env := bustest.NewEnvelope("dl", 1, bustest.Ping{N: 1})
-	env.Metadata.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	ctx := context.Background()
-	if err := b.Publish(ctx, env); err != nil {
-		t.Fatal(err)
-	}
-	admin := b.DeadLetters()
-	waitUntil(t, "dead letter", func() bool { n, _ := admin.Count(ctx); return n == 1 })
-	if calls.Load() != 3 {
-		t.Errorf("handler called %d times before dead-lettering, want 3", calls.Load())
-	}
-	recs, err := admin.List(ctx, "", 10)
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("List = %v, %v", recs, err)
-	}
-	r := recs[0]
-	if r.Reason != consumer.ReasonMaxRetries || r.Attempts != 3 || r.Group != "g1" || r.EventID != env.ID.String() ||
-		!strings.Contains(r.Error, "database down") || len(r.Handlers) != 1 || r.Handlers[0] != "writer" ||
-		r.Source != topic || !strings.HasSuffix(r.SourceID, ":0") || r.Time.IsZero() || len(r.Body) == 0 ||
-		r.Version != 1 || r.AggregateID != "dl" || r.ID != topic+":"+r.SourceID {
-		t.Errorf("dead letter %+v", r)
-	}
-	if more, err := admin.List(ctx, r.ID, 10); err != nil || len(more) != 0 {
-		t.Errorf("List after the last record = %v, %v", more, err)
-	}
-	broken.Store(false)
-	if err := admin.Replay(ctx, r.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.Replay(ctx, r.ID); !errors.Is(err, eventsource.ErrNotFound) {
-		t.Errorf("second Replay = %v, want ErrNotFound", err)
-	}
-	waitUntil(t, "replayed event handled", func() bool { return handled.Load() == 1 })
-	waitUntil(t, "replay acknowledged", func() bool { return b.Stats().Handled == 1 })
-	if n, _ := admin.Count(ctx); n != 0 {
-		t.Errorf("%d dead letters after replay", n)
-	}
-	closeBus(t, b)
-	closeBus(t, other)
-	if handled.Load() != 1 || calls.Load() != 4 || otherHandled.Load() != 1 {
-		t.Errorf("after replay: handled %d, calls %d, other group %d; want 1, 4, 1", handled.Load(), calls.Load(), otherHandled.Load())
-	}
-	if st := b.Stats(); st.DeadLettered != 1 || st.Retries != 2 || st.HandlerErrors != 3 || st.Received != 4 {
-		t.Errorf("stats %+v", st)
-	}
-}
-
-func TestReplayAllAndPurge(t *testing.T) {
-	b := open(t, Config{Topic: uniqueTopic("kt-purge"), Group: "g", Retry: consumer.RetryPolicy{MaxRetries: 1}})
-	defer closeBus(t, b)
-	var fail atomic.Bool
-	fail.Store(true)
-	var ok atomic.Int32
-	if _, err := b.SubscribeAll(bus.HandlerFunc(func(context.Context, eventsource.Envelope) error {
-		if fail.Load() {
-			return errors.New("no")
-		}
-		ok.Add(1)
-		return nil
-	})); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	var events []eventsource.Envelope
-	for i := range 5 {
-		events = append(events, bustest.NewEnvelope(fmt.Sprint("r", i), 1, bustest.Ping{N: i}))
-	}
-	if err := b.Publish(ctx, events...); err != nil {
-		t.Fatal(err)
-	}
-	admin := b.DeadLetters()
-	waitUntil(t, "5 dead letters", func() bool { n, _ := admin.Count(ctx); return n == 5 })
-	page, err := admin.List(ctx, "", 2)
-	if err != nil || len(page) != 2 {
-		t.Fatalf("List page = %v, %v", page, err)
-	}
-	rest, err := admin.List(ctx, page[1].ID, 10)
-	if err != nil || len(rest) != 3 {
-		t.Fatalf("List after %s = %d records, %v", page[1].ID, len(rest), err)
-	}
-	fail.Store(false)
-	if n, err := admin.ReplayAll(ctx); err != nil || n != 5 {
-		t.Fatalf("ReplayAll = %d, %v", n, err)
-	}
-	waitUntil(t, "replays handled", func() bool { return ok.Load() == 5 })
-	fail.Store(true)
-	if err := b.Publish(ctx, bustest.NewEnvelope("x", 1, bustest.Ping{})); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "new dead letter", func() bool { n, _ := admin.Count(ctx); return n == 1 })
-	if n, err := admin.Purge(ctx); err != nil || n != 1 {
-		t.Errorf("Purge = %d, %v", n, err)
-	}
-	if n, _ := admin.Count(ctx); n != 0 {
-		t.Errorf("Count after Purge = %d", n)
-	}
+		return open(t, Config{Registry: cfg.Registry, Topic: cfg.Namespace, Group: cfg.Group, Retry: retry})
+	})
 }
 
 // A failing event waits for its retry in the retry topic; the events

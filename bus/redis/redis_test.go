@@ -144,125 +144,28 @@ func TestConfigValidateRedactsPassword(t *testing.T) {
 	}
 }
 
-// A handler that keeps failing: the event is dead-lettered after exactly
-// MaxRetries attempts; replay delivers it once to the fixed handler, and
-// only to this group.
-func TestDeadLetterAndReplay(t *testing.T) {
-	url, p := redisURL(t), prefix()
-	cleanupKeys(t, url, p)
-	reg := bustest.NewRegistry()
-	b := open(t, Config{URL: url, Registry: reg, StreamPrefix: p, Group: "g1"})
-	other := open(t, Config{URL: url, Registry: reg, StreamPrefix: p, Group: "g2"})
-	defer closeBus(t, b)
-	defer closeBus(t, other)
-	var broken atomic.Bool
-	broken.Store(true)
-	var calls, handled, otherHandled atomic.Int32
-	if _, err := b.Subscribe("BustestPing", bus.HandlerFunc(func(context.Context, eventsource.Envelope) error {
-		calls.Add(1)
-		if broken.Load() {
-			return errors.New("database down")
+// TestDeadLetters runs the shared dead-letter suite. Retries happen in
+// process, so the failing group's bus reads the event twice: once
+// published, once replayed.
+func TestDeadLetters(t *testing.T) {
+	url := redisURL(t)
+	bustest.RunDeadLetters(t, bustest.DeadLetterOptions{
+		Check: func(t *testing.T, r bustest.DeadLetterResult) {
+			if src := r.Bus.(*Bus).keys.events; r.Record.Source != src || r.Record.SourceID == "" {
+				t.Errorf("record source %q, ID %q; want %q and the entry ID", r.Record.Source, r.Record.SourceID, src)
+			}
+			if want := uint64(2); r.Stats.Received != want {
+				t.Errorf("Stats.Received = %d, want %d", r.Stats.Received, want)
+			}
+		},
+	}, func(t *testing.T, cfg bustest.Config) bustest.DeadLetterBus {
+		cleanupKeys(t, url, cfg.Namespace)
+		retry := fastRetry
+		if cfg.MaxRetries > 0 {
+			retry.MaxRetries = cfg.MaxRetries
 		}
-		handled.Add(1)
-		return nil
-	}), bus.WithName("writer")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.SubscribeAll(bus.HandlerFunc(func(context.Context, eventsource.Envelope) error {
-		otherHandled.Add(1)
-		return nil
-	})); err != nil {
-		t.Fatal(err)
-	}
-	env := bustest.NewEnvelope("dl", 1, bustest.Ping{N: 1})
-	ctx := context.Background()
-	if err := b.Publish(ctx, env); err != nil {
-		t.Fatal(err)
-	}
-	admin := b.DeadLetters()
-	waitUntil(t, "dead letter", func() bool { n, _ := admin.Count(ctx); return n == 1 })
-	if calls.Load() != 3 {
-		t.Errorf("handler called %d times before dead-lettering, want 3", calls.Load())
-	}
-	recs, err := admin.List(ctx, "", 10)
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("List = %v, %v", recs, err)
-	}
-	r := recs[0]
-	if r.Reason != consumer.ReasonMaxRetries || r.Attempts != 3 || r.Group != "g1" || r.EventID != env.ID.String() ||
-		!strings.Contains(r.Error, "database down") || len(r.Handlers) != 1 || r.Handlers[0] != "writer" ||
-		r.Source != b.keys.events || r.Time.IsZero() || len(r.Body) == 0 || r.Version != 1 || r.AggregateID != "dl" {
-		t.Errorf("dead letter %+v", r)
-	}
-	if more, _ := admin.List(ctx, r.ID, 10); len(more) != 0 {
-		t.Errorf("List after the last record = %v", more)
-	}
-	broken.Store(false)
-	if err := admin.Replay(ctx, r.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.Replay(ctx, r.ID); !errors.Is(err, eventsource.ErrNotFound) {
-		t.Errorf("second Replay = %v, want ErrNotFound", err)
-	}
-	waitUntil(t, "replayed event handled", func() bool { return handled.Load() == 1 })
-	waitUntil(t, "replay acked", func() bool { return b.Stats().Handled == 1 })
-	if n, _ := admin.Count(ctx); n != 0 {
-		t.Errorf("%d dead letters after replay", n)
-	}
-	closeBus(t, b)
-	closeBus(t, other)
-	if handled.Load() != 1 || calls.Load() != 4 || otherHandled.Load() != 1 {
-		t.Errorf("after replay: handled %d, calls %d, other group %d; want 1, 4, 1", handled.Load(), calls.Load(), otherHandled.Load())
-	}
-	if st := b.Stats(); st.DeadLettered != 1 || st.Retries != 2 || st.HandlerErrors != 3 || st.Received != 2 {
-		t.Errorf("stats %+v", st)
-	}
-}
-
-func TestReplayAllAndPurge(t *testing.T) {
-	url, p := redisURL(t), prefix()
-	cleanupKeys(t, url, p)
-	b := open(t, Config{URL: url, Registry: bustest.NewRegistry(), StreamPrefix: p, Group: "g",
-		Retry: consumer.RetryPolicy{MaxRetries: 1}})
-	defer closeBus(t, b)
-	var fail atomic.Bool
-	fail.Store(true)
-	var ok atomic.Int32
-	if _, err := b.SubscribeAll(bus.HandlerFunc(func(context.Context, eventsource.Envelope) error {
-		if fail.Load() {
-			return errors.New("no")
-		}
-		ok.Add(1)
-		return nil
-	})); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	var events []eventsource.Envelope
-	for i := range 5 {
-		events = append(events, bustest.NewEnvelope(fmt.Sprint("r", i), 1, bustest.Ping{N: i}))
-	}
-	if err := b.Publish(ctx, events...); err != nil {
-		t.Fatal(err)
-	}
-	admin := b.DeadLetters()
-	waitUntil(t, "5 dead letters", func() bool { n, _ := admin.Count(ctx); return n == 5 })
-	fail.Store(false)
-	if n, err := admin.ReplayAll(ctx); err != nil || n != 5 {
-		t.Fatalf("ReplayAll = %d, %v", n, err)
-	}
-	waitUntil(t, "replays handled", func() bool { return ok.Load() == 5 })
-	fail.Store(true)
-	if err := b.Publish(ctx, bustest.NewEnvelope("x", 1, bustest.Ping{})); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "new dead letter", func() bool { n, _ := admin.Count(ctx); return n == 1 })
-	if n, err := admin.Purge(ctx); err != nil || n != 1 {
-		t.Errorf("Purge = %d, %v", n, err)
-	}
-	if n, _ := admin.Count(ctx); n != 0 {
-		t.Errorf("Count after Purge = %d", n)
-	}
+		return open(t, Config{URL: url, Registry: cfg.Registry, StreamPrefix: cfg.Namespace, Group: cfg.Group, Retry: retry})
+	})
 }
 
 // Entries another member left pending are claimed after ClaimIdle with
