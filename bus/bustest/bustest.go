@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -124,6 +125,7 @@ func Run(t *testing.T, features Features, factory Factory) {
 		{"InvalidSubscriptions", s.testInvalidSubscriptions},
 		{"ConsumerGroups", s.testConsumerGroups},
 		{"LateSubscriberCatchesUp", s.testLateSubscriber},
+		{"CloseStopsGoroutines", s.testCloseStopsGoroutines},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)
@@ -775,4 +777,38 @@ func (s *suite) testLateSubscriber(t *testing.T) {
 	rec.WaitFor(t, len(want), s.features.Timeout)
 	s.drain(t, late)
 	assertSameSet(t, "late subscriber", rec.Got(), want)
+}
+
+// testCloseStopsGoroutines checks that no goroutine the bus started outlives
+// Close: the count returns to what it was before the bus was opened.
+func (s *suite) testCloseStopsGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	b := s.open(t, namespace(t), "")
+	rec := NewRecorder()
+	if _, err := b.SubscribeAll(rec, bus.Async(8, bus.Block)); errors.Is(err, bus.ErrInvalidSubscription) {
+		// Only the in-process bus has asynchronous subscriptions.
+		if _, err := b.SubscribeAll(rec); err != nil {
+			t.Fatal(err)
+		}
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if bg, ok := b.(bus.BackgroundPublisher); ok {
+		if err := bg.PublishAsync(s.ctx(t), NewEnvelope("g1", 1, Ping{N: 1})); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := b.Publish(s.ctx(t), NewEnvelope("g1", 1, Ping{N: 1})); err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitFor(t, 1, s.features.Timeout)
+	s.drain(t, b)
+	deadline := time.Now().Add(s.features.Timeout)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Close, %d before the bus was opened:\n%s",
+				runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
+	}
 }
