@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
+	"github.com/eventsource-go/eventsource/internal/sleep"
 )
 
 // Message is one message read from a broker, as the transport hands it to
@@ -576,7 +577,7 @@ func (d *Dispatcher) settleOrRelease(it *item, what string, settle func() error)
 		}
 		d.log.LogAttrs(d.ctx, slog.LevelWarn, what+" failed; will try again",
 			slog.String("group", d.cfg.Group), slog.String("message_id", it.msg.ID), slog.Any("error", err))
-		if !sleep(d.ctx, wait) {
+		if !sleep.For(d.ctx, wait) {
 			d.release([]*item{it})
 			return false
 		}
@@ -621,24 +622,13 @@ func (d *Dispatcher) flushAcks(batch []Message) {
 			d.log.LogAttrs(d.ctx, slog.LevelWarn, "acknowledging failed; will try again",
 				slog.String("group", d.cfg.Group), slog.Int("messages", len(batch)), slog.Any("error", err))
 		}
-		if !sleep(d.ctx, wait) {
+		if !sleep.For(d.ctx, wait) {
 			// Close gave up: the broker redelivers what was not acknowledged.
 			d.cfg.Settler.Release(context.WithoutCancel(d.ctx), batch)
 			d.released.Add(uint64(len(batch)))
 			return
 		}
 		wait = min(wait*2, 2*time.Second)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/bus/consumer"
+	"github.com/eventsource-go/eventsource/internal/sleep"
 )
 
 // Bus is the Kafka bus. It implements bus.Bus and bus.MultiTypeSubscriber.
@@ -366,7 +367,7 @@ func (b *Bus) consumePartition(ctx context.Context, g *generation, p *partition)
 			}
 			b.log.LogAttrs(ctx, slog.LevelWarn, "fetching failed; retrying", slog.String("topic", p.topic),
 				slog.Int("partition", p.id), slog.Any("error", err))
-			if !sleep(ctx, 100*time.Millisecond) {
+			if !sleep.For(ctx, 100*time.Millisecond) {
 				break
 			}
 			continue
@@ -375,7 +376,7 @@ func (b *Bus) consumePartition(ctx context.Context, g *generation, p *partition)
 		if retry && !due.IsZero() {
 			// The retry topic holds each event until its backoff is over;
 			// waiting here holds back only this retry partition.
-			if !sleep(ctx, time.Until(due)) {
+			if !sleep.For(ctx, time.Until(due)) {
 				break // not dispatched: the commit point stays before it
 			}
 		}
@@ -519,18 +520,4 @@ func (b *Bus) close(ctx context.Context) error {
 	err = errors.Join(err, b.writer.Close())
 	b.transport.CloseIdleConnections()
 	return err
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

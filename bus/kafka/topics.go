@@ -10,6 +10,8 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 	metadataapi "github.com/segmentio/kafka-go/protocol/metadata"
+
+	"github.com/eventsource-go/eventsource/internal/sleep"
 )
 
 // ensureTopics checks that the topics exist, creating the missing ones
@@ -49,7 +51,7 @@ func (b *Bus) ensureTopics(ctx context.Context, topics []string, partitions int)
 			if err == nil && len(missing) == 0 {
 				break
 			}
-			if !sleep(ctx, 20*time.Millisecond) {
+			if !sleep.For(ctx, 20*time.Millisecond) {
 				return fmt.Errorf("kafka bus: created topics %s do not show in metadata: %w", strings.Join(missing, ", "), ctx.Err())
 			}
 		}

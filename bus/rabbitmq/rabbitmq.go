@@ -17,6 +17,7 @@ import (
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/bus/consumer"
+	"github.com/eventsource-go/eventsource/internal/sleep"
 )
 
 // Message headers (see the package documentation).
@@ -320,7 +321,7 @@ func (b *Bus) supervise(s *session) {
 		_ = s.conn.CloseDeadline(time.Now().Add(time.Second)) // frees every channel of it
 		wait := b.cfg.ReconnectMin
 		for {
-			if !sleep(b.runCtx, wait) {
+			if !sleep.For(b.runCtx, wait) {
 				return
 			}
 			next, err := b.connect(b.runCtx)
@@ -706,15 +707,4 @@ func (b *Bus) close(ctx context.Context) error {
 		}
 	}
 	return err
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

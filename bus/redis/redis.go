@@ -15,6 +15,7 @@ import (
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/bus/consumer"
+	"github.com/eventsource-go/eventsource/internal/sleep"
 )
 
 // Field names of an events stream entry (see the package documentation).
@@ -324,7 +325,7 @@ func (b *Bus) readLoop() {
 					slog.String("url", b.cfg.RedactedURL()), slog.Any("error", err))
 			}
 			failing = true
-			if !sleep(ctx, wait) {
+			if !sleep.For(ctx, wait) {
 				return
 			}
 			wait = min(wait*2, 2*time.Second)
@@ -449,15 +450,4 @@ func toMessage(stream string, m goredis.XMessage, attempt int) consumer.Message 
 		msg.Handlers = decodeHandlers(h)
 	}
 	return msg
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

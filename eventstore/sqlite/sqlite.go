@@ -573,7 +573,7 @@ func checkpointError(ctx context.Context, name string, err error) error {
 }
 
 // SaveSnapshot implements eventstore.SnapshotStore: it replaces the
-// stream's snapshot only with a later version.
+// stream's snapshot unless the stored one is at a later version.
 func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) error {
 	data := snap.Data
 	if data == nil {

@@ -20,12 +20,11 @@ import (
 // every subtest uses streams of its own.
 //
 // Besides the interface's contract (a save replaces the stream's snapshot
-// only with a later version; a missing one is eventsource.ErrNotFound), the
-// suite requires that every field round-trips, TakenAt to the microsecond
-// at least; that the store keeps no reference to the caller's Data; and
-// that a cancelled context fails with the context's error. A save at the
-// version already stored may or may not replace it: the suite does not
-// say.
+// unless the stored one is at a later version, so a save at the same
+// version replaces it; a missing one is eventsource.ErrNotFound), the suite
+// requires that every field round-trips, TakenAt to the microsecond at
+// least; that the store keeps no reference to the caller's Data; and that a
+// cancelled context fails with the context's error.
 func RunSnapshots(t *testing.T, newSnapshots func(t *testing.T) eventstore.SnapshotStore) {
 	tests := []struct {
 		name string
