@@ -17,6 +17,7 @@ import (
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/bus/consumer"
+	"github.com/eventsource-go/eventsource/internal/redact"
 	"github.com/eventsource-go/eventsource/internal/sleep"
 )
 
@@ -186,7 +187,7 @@ func (b *Bus) dial(ctx context.Context) (*amqp.Connection, error) {
 // scrub keeps the URL (and so the password) out of an error's text.
 func scrub(err error, raw string) error {
 	if raw != "" && strings.Contains(err.Error(), raw) {
-		return errors.New(strings.ReplaceAll(err.Error(), raw, redact(raw)))
+		return errors.New(strings.ReplaceAll(err.Error(), raw, redact.URL(raw)))
 	}
 	return err
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus/consumer"
+	"github.com/eventsource-go/eventsource/internal/redact"
 )
 
 // ErrInvalidConfig matches every error Validate returns.
@@ -58,15 +59,7 @@ type Config struct {
 }
 
 // RedactedURL is URL with any password replaced by "xxxxx".
-func (c Config) RedactedURL() string { return redact(c.URL) }
-
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	return u.Redacted()
-}
+func (c Config) RedactedURL() string { return redact.URL(c.URL) }
 
 // LogValue keeps the password out of logs that print the whole config.
 func (c Config) LogValue() slog.Value {
