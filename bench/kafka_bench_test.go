@@ -3,9 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,11 +11,9 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
 	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
-	"github.com/ThreeDotsLabs/watermill/message"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/eventsource-go/eventsource"
-	"github.com/eventsource-go/eventsource/bus"
 	kafkabus "github.com/eventsource-go/eventsource/bus/kafka"
 	"github.com/eventsource-go/eventsource/internal/testenv"
 )
@@ -127,62 +123,18 @@ func openKafkaBus(b *testing.B, brokers []string, topic string) *kafkabus.Bus {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := kb.Close(ctx); err != nil {
-			b.Error(err)
-		}
-	})
+	closeAtEnd(b, kb)
 	return kb
 }
 
-// publishKafka publishes n events, positions 1..n, in batches, from
-// redisPublishers goroutines at once; publisher g owns the aggregates
-// i%redisAggregates with i%P == g, so each aggregate's versions stay in
-// order.
-func publishKafka(b *testing.B, kb *kafkabus.Bus, n int) {
-	ids := aggregateIDs(redisAggregates)
-	base := orderEnvelope(ids[0])
-	var wg sync.WaitGroup
-	errs := make(chan error, redisPublishers)
-	for g := range redisPublishers {
-		wg.Go(func() {
-			batch := make([]eventsource.Envelope, 0, kafkaBatch)
-			for i := g; i < n; i += redisPublishers {
-				env := base
-				env.AggregateID = ids[i%redisAggregates]
-				env.Version = int64(i/redisAggregates + 1)
-				env.Position = int64(i + 1)
-				batch = append(batch, env)
-				if len(batch) == kafkaBatch || i+redisPublishers >= n {
-					if err := kb.Publish(benchCtx, batch...); err != nil {
-						errs <- err
-						return
-					}
-					batch = batch[:0]
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-}
+// kafkaLoad is how every Kafka case publishes: redisPublishers
+// goroutines at once, each owning whole aggregates of redisAggregates, in
+// batches of kafkaBatch.
+var kafkaLoad = brokerLoad{publishers: redisPublishers, batch: kafkaBatch, aggregates: redisAggregates}
 
-func subscribeKafkaSink(b *testing.B, kb *kafkabus.Bus, n int) *sinks {
-	s := newSinks(1, redisAggregates)
-	s.expect(n)
-	sink := s.all[0]
-	if _, err := bus.On(kb, func(_ context.Context, _ OrderPlaced, env eventsource.Envelope) error {
-		sink.observe(env.Position, env.Version)
-		return nil
-	}); err != nil {
-		b.Fatal(err)
-	}
-	return s
+// kafkaCommitted waits until group "bench" has committed n events of topic.
+func kafkaCommitted(brokers []string, topic string) func(b *testing.B, n int) {
+	return func(b *testing.B, n int) { waitCommitted(b, brokers, topic, "bench", n) }
 }
 
 // benchKafkaOursEndToEnd: publish, handle, commit; with prefill, the
@@ -190,34 +142,19 @@ func subscribeKafkaSink(b *testing.B, kb *kafkabus.Bus, n int) *sinks {
 func benchKafkaOursEndToEnd(b *testing.B, brokers []string, prefill bool) {
 	topic := kafkaTopic(b, brokers)
 	if prefill {
-		publishKafka(b, openKafkaBus(b, brokers, topic), b.N)
+		kafkaLoad.publish(b, openKafkaBus(b, brokers, topic), b.N)
 	}
 	kb := openKafkaBus(b, brokers, topic)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	s := subscribeKafkaSink(b, kb, b.N)
-	if !prefill {
-		publishKafka(b, kb, b.N)
+	if prefill {
+		benchOursConsume(b, kafkaLoad, kb, kafkaCommitted(brokers, topic))
+	} else {
+		benchOursEndToEnd(b, kafkaLoad, kb, true, kafkaCommitted(brokers, topic))
 	}
-	s.wait(b, deliveryTimeout)
-	waitCommitted(b, brokers, topic, "bench", b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
-	checkOrder(b, s)
 }
 
 func benchKafkaOursPublish(b *testing.B, brokers []string) {
 	topic := kafkaTopic(b, brokers)
-	kb := openKafkaBus(b, brokers, topic)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	publishKafka(b, kb, b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
+	benchOursPublish(b, kafkaLoad, openKafkaBus(b, brokers, topic))
 }
 
 // ---- watermill-kafka --------------------------------------------------
@@ -231,47 +168,9 @@ func watermillKafkaPublisher(b *testing.B, brokers []string) *wmkafka.Publisher 
 	return p
 }
 
-// publishWatermillKafka publishes n messages from redisPublishers
-// goroutines, in batches of kafkaBatch, each carrying our events' JSON
-// payload, keyed by aggregate like ours.
-func publishWatermillKafka(b *testing.B, p *wmkafka.Publisher, topic string, n int) {
-	payload := []byte(`{"order_id":"order-1","customer_id":"customer-7","amount":4500}`)
-	var wg sync.WaitGroup
-	errs := make(chan error, redisPublishers)
-	for g := range redisPublishers {
-		wg.Go(func() {
-			batch := make([]*message.Message, 0, kafkaBatch)
-			for i := g; i < n; i += redisPublishers {
-				m := message.NewMessage(watermill.NewUUID(), payload)
-				m.Metadata.Set("position", strconv.Itoa(i+1))
-				batch = append(batch, m)
-				if len(batch) == kafkaBatch || i+redisPublishers >= n {
-					if err := p.Publish(topic, batch...); err != nil {
-						errs <- err
-						return
-					}
-					batch = batch[:0]
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-}
-
 func benchKafkaWatermillPublish(b *testing.B, brokers []string) {
 	topic := kafkaTopic(b, brokers)
-	p := watermillKafkaPublisher(b, brokers)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	publishWatermillKafka(b, p, topic, b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
+	benchWatermillPublish(b, kafkaLoad, wmPeer{pub: watermillKafkaPublisher(b, brokers), topic: topic})
 }
 
 // benchKafkaWatermillEndToEnd runs a consumer-group subscriber that acks
@@ -282,49 +181,18 @@ func benchKafkaWatermillEndToEnd(b *testing.B, brokers []string, prefill bool) {
 	topic := kafkaTopic(b, brokers)
 	p := watermillKafkaPublisher(b, brokers)
 	if prefill {
-		publishWatermillKafka(b, p, topic, b.N)
+		kafkaLoad.publishWatermill(b, p, topic, b.N)
 	}
 	cfg := wmkafka.DefaultSaramaSubscriberConfig()
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest // as ours: a new group reads from the start
 	cfg.Consumer.Offsets.AutoCommit.Interval = kafkaCommitInterval
-	ctx, cancel := context.WithCancel(context.Background())
 	sub, err := wmkafka.NewSubscriber(wmkafka.SubscriberConfig{
 		Brokers: brokers, Unmarshaler: wmkafka.DefaultMarshaler{}, ConsumerGroup: "bench", OverwriteSaramaConfig: cfg,
 	}, watermill.NopLogger{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		cancel()
-		_ = sub.Close()
-	})
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	msgs, err := sub.Subscribe(ctx, topic)
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		n := 0
-		for m := range msgs {
-			m.Ack()
-			if n++; n == b.N {
-				close(done)
-			}
-		}
-	}()
-	if !prefill {
-		publishWatermillKafka(b, p, topic, b.N)
-	}
-	select {
-	case <-done:
-	case <-time.After(deliveryTimeout):
-		b.Fatal("watermill-kafka: deliveries missing")
-	}
-	waitCommitted(b, brokers, topic, "bench", b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
+	b.Cleanup(func() { _ = sub.Close() })
+	w := wmPeer{name: "watermill-kafka", pub: p, sub: sub, topic: topic}
+	benchWatermillDeliver(b, kafkaLoad, w, prefill, kafkaCommitted(brokers, topic))
 }

@@ -2,20 +2,17 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	wmamqp "github.com/ThreeDotsLabs/watermill-amqp/pkg/amqp"
-	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/eventsource-go/eventsource"
-	"github.com/eventsource-go/eventsource/bus"
 	rabbitbus "github.com/eventsource-go/eventsource/bus/rabbitmq"
 	"github.com/eventsource-go/eventsource/internal/testenv"
 )
@@ -104,86 +101,24 @@ func openRabbitBus(b *testing.B, cfg rabbitbus.Config, queues *[]string) *rabbit
 	}
 	n := rb.Names()
 	*queues = append(*queues, append([]string{n.Queue, n.DeadLetterQueue}, n.RetryQueues...)...)
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := rb.Close(ctx); err != nil {
-			b.Error(err)
-		}
-	})
+	closeAtEnd(b, rb)
 	return rb
 }
 
-// publishRabbit publishes n events like publishRedis: rabbitPublishers
-// goroutines, each owning whole aggregates, in batches of rabbitBatch.
-func publishRabbit(b *testing.B, rb bus.Bus, n int) {
-	ids := aggregateIDs(rabbitAggregates)
-	base := orderEnvelope(ids[0])
-	var wg sync.WaitGroup
-	errs := make(chan error, rabbitPublishers)
-	for g := range rabbitPublishers {
-		wg.Go(func() {
-			batch := make([]eventsource.Envelope, 0, rabbitBatch)
-			for i := g; i < n; i += rabbitPublishers {
-				env := base
-				env.AggregateID = ids[i%rabbitAggregates]
-				env.Version = int64(i/rabbitAggregates + 1)
-				env.Position = int64(i + 1)
-				batch = append(batch, env)
-				if len(batch) == rabbitBatch || i+rabbitPublishers >= n {
-					if err := rb.Publish(benchCtx, batch...); err != nil {
-						errs <- err
-						return
-					}
-					batch = batch[:0]
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-}
+// rabbitLoad is how every RabbitMQ case publishes, like redisLoad:
+// rabbitPublishers goroutines, each owning whole aggregates, in batches of
+// rabbitBatch.
+var rabbitLoad = brokerLoad{publishers: rabbitPublishers, batch: rabbitBatch, aggregates: rabbitAggregates}
 
-func subscribeRabbitSink(b *testing.B, rb bus.Bus, n int) *sinks {
-	s := newSinks(1, rabbitAggregates)
-	s.expect(n)
-	sink := s.all[0]
-	if _, err := bus.On(rb, func(_ context.Context, _ OrderPlaced, env eventsource.Envelope) error {
-		sink.observe(env.Position, env.Version)
-		return nil
-	}); err != nil {
-		b.Fatal(err)
-	}
-	return s
-}
-
-func waitHandled(b *testing.B, rb bus.Bus, n int) {
-	deadline := time.Now().Add(deliveryTimeout)
-	for rb.Stats().Handled < uint64(n) {
-		if time.Now().After(deadline) {
-			b.Fatalf("acked %d of %d", rb.Stats().Handled, n)
-		}
-		time.Sleep(100 * time.Microsecond) // polling interval, bounded by the deadline
-	}
+// rabbitHandled waits until rb has handled (and acked) n events.
+func rabbitHandled(rb *rabbitbus.Bus) func(b *testing.B, n int) {
+	return func(b *testing.B, n int) { waitHandled(b, rb, n) }
 }
 
 func benchRabbitOursEndToEnd(b *testing.B, url string) {
 	exchange, queues, _ := rabbitNames(b, url)
 	rb := openRabbitBus(b, rabbitConfig(url, exchange), queues)
-	s := subscribeRabbitSink(b, rb, b.N)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	publishRabbit(b, rb, b.N)
-	s.wait(b, deliveryTimeout)
-	waitHandled(b, rb, b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
-	checkOrder(b, s)
+	benchOursEndToEnd(b, rabbitLoad, rb, false, rabbitHandled(rb))
 }
 
 // bindSinkQueue declares a durable queue bound to every routing key of
@@ -202,13 +137,7 @@ func benchRabbitOursPublish(b *testing.B, url string) {
 	exchange, queues, raw := rabbitNames(b, url)
 	rb := openRabbitBus(b, rabbitConfig(url, exchange), queues)
 	bindSinkQueue(b, raw, exchange, exchange+".sink", "#", queues)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	publishRabbit(b, rb, b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
+	benchOursPublish(b, rabbitLoad, rb)
 }
 
 func benchRabbitOursConsume(b *testing.B, url string) {
@@ -217,18 +146,9 @@ func benchRabbitOursConsume(b *testing.B, url string) {
 	pub := openRabbitBus(b, cfg, queues)
 	// The group's queue with the binding Subscribe makes, filled before.
 	bindSinkQueue(b, raw, exchange, cfg.WithDefaults().Names().Queue, "*.OrderPlaced", queues)
-	publishRabbit(b, pub, b.N)
+	rabbitLoad.publish(b, pub, b.N)
 	rb := openRabbitBus(b, cfg, queues)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	s := subscribeRabbitSink(b, rb, b.N)
-	s.wait(b, deliveryTimeout)
-	waitHandled(b, rb, b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
-	checkOrder(b, s)
+	benchOursConsume(b, rabbitLoad, rb, rabbitHandled(rb))
 }
 
 // ---- watermill-amqp -----------------------------------------------------
@@ -261,37 +181,6 @@ func watermillAMQPSubscriber(b *testing.B, url string) *wmamqp.Subscriber {
 	return s
 }
 
-// publishWatermillAMQP publishes n messages from rabbitPublishers
-// goroutines, in batches of rabbitBatch, each carrying the JSON payload
-// our events carry.
-func publishWatermillAMQP(b *testing.B, p *wmamqp.Publisher, topic string, n int) {
-	payload := []byte(`{"order_id":"order-1","customer_id":"customer-7","amount":4500}`)
-	var wg sync.WaitGroup
-	errs := make(chan error, rabbitPublishers)
-	for g := range rabbitPublishers {
-		wg.Go(func() {
-			batch := make([]*message.Message, 0, rabbitBatch)
-			for i := g; i < n; i += rabbitPublishers {
-				m := message.NewMessage(watermill.NewUUID(), payload)
-				m.Metadata.Set("position", strconv.Itoa(i+1))
-				batch = append(batch, m)
-				if len(batch) == rabbitBatch || i+rabbitPublishers >= n {
-					if err := p.Publish(topic, batch...); err != nil {
-						errs <- err
-						return
-					}
-					batch = batch[:0]
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-}
-
 func benchRabbitWatermillPublish(b *testing.B, url string, tx bool) {
 	topic, queues, _ := rabbitNames(b, url)
 	sub := watermillAMQPSubscriber(b, url)
@@ -300,13 +189,7 @@ func benchRabbitWatermillPublish(b *testing.B, url string, tx bool) {
 	}
 	*queues = append(*queues, wmamqp.GenerateQueueNameTopicNameWithSuffix("sink")(topic))
 	p := watermillAMQPPublisher(b, url, tx)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	publishWatermillAMQP(b, p, topic, b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
+	benchWatermillPublish(b, rabbitLoad, wmPeer{pub: p, topic: topic})
 }
 
 // benchRabbitWatermillEndToEnd runs a subscriber that acks each message
@@ -322,42 +205,13 @@ func benchRabbitWatermillEndToEnd(b *testing.B, url string, prefill bool) {
 	}
 	p := watermillAMQPPublisher(b, url, false)
 	if prefill {
-		publishWatermillAMQP(b, p, topic, b.N)
+		rabbitLoad.publishWatermill(b, p, topic, b.N)
 		waitQueueReady(b, url, queue, b.N)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	b.Cleanup(cancel)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	msgs, err := sub.Subscribe(ctx, topic)
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		n := 0
-		for m := range msgs {
-			m.Ack()
-			if n++; n == b.N {
-				close(done)
-			}
-		}
-	}()
-	if !prefill {
-		publishWatermillAMQP(b, p, topic, b.N)
-	}
-	select {
-	case <-done:
-	case <-time.After(deliveryTimeout):
-		b.Fatal("watermill-amqp: deliveries missing")
 	}
 	// Acks are fire-and-forget frames in AMQP 0-9-1, on both sides: the
 	// timer stops when every message was acked by its handler, as ours
 	// stops at Stats().Handled.
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
+	benchWatermillDeliver(b, rabbitLoad, wmPeer{name: "watermill-amqp", pub: p, sub: sub, topic: topic}, prefill, nil)
 }
 
 // waitQueueReady waits until queue holds n ready messages (watermill's
@@ -403,41 +257,32 @@ func benchRabbitRawConfirms(b *testing.B, url string) {
 		b.Fatal(err)
 	}
 	msg := amqp.Publishing{ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: env.ID.String(), Body: data}
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	var wg sync.WaitGroup
-	for g := range rabbitPublishers {
-		ch, err := conn.Channel()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := ch.Confirm(false); err != nil {
-			b.Fatal(err)
-		}
-		wg.Go(func() {
+	timed(b, func() {
+		rabbitLoad.rawBatches(b, b.N, func(int) func(k int) error {
+			ch, err := conn.Channel()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := ch.Confirm(false); err != nil {
+				b.Fatal(err)
+			}
 			dcs := make([]*amqp.DeferredConfirmation, 0, rabbitBatch)
-			for done := g * rabbitBatch; done < b.N; done += rabbitPublishers * rabbitBatch {
+			return func(k int) error {
 				dcs = dcs[:0]
-				for range min(rabbitBatch, b.N-done) {
+				for range k {
 					dc, err := ch.PublishWithDeferredConfirmWithContext(benchCtx, exchange, "Order.OrderPlaced", true, false, msg)
 					if err != nil {
-						b.Error(err)
-						return
+						return err
 					}
 					dcs = append(dcs, dc)
 				}
 				for _, dc := range dcs {
 					if !dc.Wait() {
-						b.Error("nacked")
-						return
+						return errors.New("nacked")
 					}
 				}
+				return nil
 			}
 		})
-	}
-	wg.Wait()
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
+	})
 }

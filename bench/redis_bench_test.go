@@ -3,19 +3,15 @@ package bench
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	wmredis "github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
-	"github.com/ThreeDotsLabs/watermill/message"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/eventsource-go/eventsource"
-	"github.com/eventsource-go/eventsource/bus"
 	redisbus "github.com/eventsource-go/eventsource/bus/redis"
 	"github.com/eventsource-go/eventsource/internal/testenv"
 )
@@ -94,126 +90,34 @@ func openRedisBus(b *testing.B, url, prefix string) *redisbus.Bus {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := rb.Close(ctx); err != nil {
-			b.Error(err)
-		}
-	})
+	closeAtEnd(b, rb)
 	return rb
 }
 
-// publishRedis publishes n events, positions 1..n, in batches, from
-// redisPublishers goroutines at once, as a service publishes from its
-// concurrent requests. Publisher g publishes the events i with i%P == g
-// in order, which keeps each aggregate's versions in order (an aggregate
-// belongs to one publisher, since the aggregate count is a multiple of P).
-func publishRedis(b *testing.B, rb *redisbus.Bus, n int) {
-	ids := aggregateIDs(redisAggregates)
-	base := orderEnvelope(ids[0])
-	var wg sync.WaitGroup
-	errs := make(chan error, redisPublishers)
-	for g := range redisPublishers {
-		wg.Go(func() {
-			batch := make([]eventsource.Envelope, 0, redisBatch)
-			for i := g; i < n; i += redisPublishers {
-				env := base
-				env.AggregateID = ids[i%redisAggregates]
-				env.Version = int64(i/redisAggregates + 1)
-				env.Position = int64(i + 1)
-				batch = append(batch, env)
-				if len(batch) == redisBatch || i+redisPublishers >= n {
-					if err := rb.Publish(benchCtx, batch...); err != nil {
-						errs <- err
-						return
-					}
-					batch = batch[:0]
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-}
+// redisLoad is how every Redis case publishes.
+var redisLoad = brokerLoad{publishers: redisPublishers, batch: redisBatch, aggregates: redisAggregates}
 
-// subscribeSink subscribes one in-order sink and returns it, expecting n.
-func subscribeSink(b *testing.B, rb *redisbus.Bus, n int) *sinks {
-	s := newSinks(1, redisAggregates)
-	s.expect(n)
-	sink := s.all[0]
-	if _, err := bus.On(rb, func(_ context.Context, _ OrderPlaced, env eventsource.Envelope) error {
-		sink.observe(env.Position, env.Version)
-		return nil
-	}); err != nil {
-		b.Fatal(err)
-	}
-	return s
-}
-
-// waitAcked waits until the bus has acknowledged n events.
-func waitAcked(b *testing.B, rb *redisbus.Bus, n int) {
-	deadline := time.Now().Add(deliveryTimeout)
-	for rb.Stats().Handled < uint64(n) {
-		if time.Now().After(deadline) {
-			b.Fatalf("acked %d of %d", rb.Stats().Handled, n)
-		}
-		time.Sleep(100 * time.Microsecond) // polling interval, bounded by the deadline
-	}
-}
-
-func checkOrder(b *testing.B, s *sinks) {
-	if n := s.outOfOrder(); n != 0 {
-		b.Fatalf("%d deliveries out of order", n)
-	}
+// redisHandled waits until rb has acknowledged (XACK) n events.
+func redisHandled(rb *redisbus.Bus) func(b *testing.B, n int) {
+	return func(b *testing.B, n int) { waitHandled(b, rb, n) }
 }
 
 func benchRedisOursEndToEnd(b *testing.B, url string) {
 	prefix, _ := redisPrefix(b, url)
 	rb := openRedisBus(b, url, prefix)
-	s := subscribeSink(b, rb, b.N)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	publishRedis(b, rb, b.N)
-	s.wait(b, deliveryTimeout)
-	waitAcked(b, rb, b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
-	checkOrder(b, s)
+	benchOursEndToEnd(b, redisLoad, rb, false, redisHandled(rb))
 }
 
 func benchRedisOursPublish(b *testing.B, url string) {
 	prefix, _ := redisPrefix(b, url)
-	rb := openRedisBus(b, url, prefix)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	publishRedis(b, rb, b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
+	benchOursPublish(b, redisLoad, openRedisBus(b, url, prefix))
 }
 
 func benchRedisOursConsume(b *testing.B, url string) {
 	prefix, _ := redisPrefix(b, url)
-	pub := openRedisBus(b, url, prefix)
-	publishRedis(b, pub, b.N)
+	redisLoad.publish(b, openRedisBus(b, url, prefix), b.N)
 	rb := openRedisBus(b, url, prefix)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	s := subscribeSink(b, rb, b.N)
-	s.wait(b, deliveryTimeout)
-	waitAcked(b, rb, b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
-	checkOrder(b, s)
+	benchOursConsume(b, redisLoad, rb, redisHandled(rb))
 }
 
 func benchRedisRawXAdd(b *testing.B, url string) {
@@ -228,31 +132,20 @@ func benchRedisRawXAdd(b *testing.B, url string) {
 		"id", env.ID.String(), "type", env.Type, "agg_type", env.AggregateType,
 		"agg_id", env.AggregateID, "version", "1", "envelope", data,
 	}}
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	var wg sync.WaitGroup
-	for g := range redisPublishers {
-		wg.Go(func() {
-			// Publisher g appends every redisPublishers-th batch.
-			for done := g * redisBatch; done < b.N; done += redisPublishers * redisBatch {
-				k := min(redisBatch, b.N-done)
-				if _, err := raw.Pipelined(benchCtx, func(p goredis.Pipeliner) error {
+	timed(b, func() {
+		// Publisher g appends every redisPublishers-th batch.
+		redisLoad.rawBatches(b, b.N, func(int) func(k int) error {
+			return func(k int) error {
+				_, err := raw.Pipelined(benchCtx, func(p goredis.Pipeliner) error {
 					for range k {
 						p.XAdd(benchCtx, &args)
 					}
 					return nil
-				}); err != nil {
-					b.Error(err)
-					return
-				}
+				})
+				return err
 			}
 		})
-	}
-	wg.Wait()
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
+	})
 }
 
 // ---- watermill-redisstream --------------------------------------------
@@ -277,47 +170,9 @@ func watermillPublisher(b *testing.B, url string) *wmredis.Publisher {
 	return p
 }
 
-// publishWatermill publishes n messages from redisPublishers goroutines,
-// in batches of redisBatch, each carrying the same JSON payload our events
-// carry.
-func publishWatermill(b *testing.B, p *wmredis.Publisher, topic string, n int) {
-	payload := []byte(`{"order_id":"order-1","customer_id":"customer-7","amount":4500}`)
-	var wg sync.WaitGroup
-	errs := make(chan error, redisPublishers)
-	for g := range redisPublishers {
-		wg.Go(func() {
-			batch := make([]*message.Message, 0, redisBatch)
-			for i := g; i < n; i += redisPublishers {
-				m := message.NewMessage(watermill.NewUUID(), payload)
-				m.Metadata.Set("position", strconv.Itoa(i+1))
-				batch = append(batch, m)
-				if len(batch) == redisBatch || i+redisPublishers >= n {
-					if err := p.Publish(topic, batch...); err != nil {
-						errs <- err
-						return
-					}
-					batch = batch[:0]
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-}
-
 func benchRedisWatermillPublish(b *testing.B, url string) {
 	prefix, _ := redisPrefix(b, url)
-	p := watermillPublisher(b, url)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	publishWatermill(b, p, prefix, b.N)
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
+	benchWatermillPublish(b, redisLoad, wmPeer{pub: watermillPublisher(b, url), topic: prefix})
 }
 
 // benchRedisWatermillEndToEnd runs a consumer-group subscriber that acks
@@ -327,57 +182,28 @@ func benchRedisWatermillEndToEnd(b *testing.B, url string, prefill bool) {
 	prefix, raw := redisPrefix(b, url)
 	p := watermillPublisher(b, url)
 	if prefill {
-		publishWatermill(b, p, prefix, b.N)
+		redisLoad.publishWatermill(b, p, prefix, b.N)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	sub, err := wmredis.NewSubscriber(wmredis.SubscriberConfig{
 		Client: watermillClient(b, url), ConsumerGroup: "bench", Consumer: "c1", OldestId: "0",
 	}, watermill.NopLogger{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		cancel()
-		_ = sub.Close()
-	})
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := startCPU()
-	msgs, err := sub.Subscribe(ctx, prefix)
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		n := 0
-		for m := range msgs {
-			m.Ack()
-			if n++; n == b.N {
-				close(done)
+	b.Cleanup(func() { _ = sub.Close() })
+	w := wmPeer{name: "watermill-redisstream", pub: p, sub: sub, topic: prefix}
+	benchWatermillDeliver(b, redisLoad, w, prefill, func(b *testing.B, _ int) {
+		// Ack returns before XACK is sent; wait until Redis has every ack.
+		deadline := time.Now().Add(deliveryTimeout)
+		for {
+			pend, err := raw.XPending(benchCtx, prefix, "bench").Result()
+			if err == nil && pend.Count == 0 {
+				break
 			}
+			if time.Now().After(deadline) {
+				b.Fatalf("watermill-redisstream: acks missing: %+v %v", pend, err)
+			}
+			time.Sleep(100 * time.Microsecond) // polling interval, bounded by the deadline
 		}
-	}()
-	if !prefill {
-		publishWatermill(b, p, prefix, b.N)
-	}
-	select {
-	case <-done:
-	case <-time.After(deliveryTimeout):
-		b.Fatal("watermill-redisstream: deliveries missing")
-	}
-	// Ack returns before XACK is sent; wait until Redis has every ack.
-	deadline := time.Now().Add(deliveryTimeout)
-	for {
-		pend, err := raw.XPending(benchCtx, prefix, "bench").Result()
-		if err == nil && pend.Count == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("watermill-redisstream: acks missing: %+v %v", pend, err)
-		}
-		time.Sleep(100 * time.Microsecond) // polling interval, bounded by the deadline
-	}
-	b.StopTimer()
-	cpu.report(b)
-	reportRate(b, b.N, 1)
+	})
 }
