@@ -6,15 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/eventsource-go/eventsource"
@@ -58,15 +55,7 @@ func TestKafkaGroupsShareTenThousand(t *testing.T) {
 		closeBus(t, b)
 	}
 	seenA := mergeSeen(ca1, ca2)
-	missing, dups := 0, 0
-	for _, e := range evs {
-		switch k := seenA[e.ID]; {
-		case k == 0:
-			missing++
-		case k > 1:
-			dups += k - 1
-		}
-	}
+	missing, dups := missingAndDups(evs, seenA)
 	t1, _, _ := ca1.counts()
 	t2, _, _ := ca2.counts()
 	abandoned := a1.Abandoned() + a2.Abandoned()
@@ -97,27 +86,14 @@ func TestKafkaKilledConsumerTakenOver(t *testing.T) {
 	env := newKafkaEnv(t, kafkaBrokers(t))
 	survivor := env.open(t, kafkabus.Config{Group: "workers"})
 	c := newCounter()
-	if _, err := survivor.SubscribeAll(c); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=kafka-consumer",
+	subscribe(t, survivor, c)
+	cmd := helperCmd("kafka-consumer",
 		"HELPER_KAFKA_BROKERS="+strings.Join(env.brokers, ","), "HELPER_TOPIC="+env.topic, "HELPER_GROUP=workers")
-	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	t.Cleanup(func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
+	kill := startHelper(t, cmd)
 	lines := make(chan string, 16)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -153,11 +129,7 @@ func TestKafkaKilledConsumerTakenOver(t *testing.T) {
 	if got := committed(t, env, "workers"); got != nil {
 		t.Logf("committed offsets before the kill: %v", got)
 	}
-	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-	killed = true
+	kill()
 	before, _, _ := c.counts()
 	if before >= n {
 		t.Fatalf("the survivor handled all %d events before the kill: the doomed member held none", before)
@@ -234,9 +206,7 @@ func TestKafkaBrokerRestartMidStream(t *testing.T) {
 	env := newKafkaEnv(t, []string{srv.addr()})
 	b := env.open(t, kafkabus.Config{Group: "g"})
 	c := newCounter()
-	if _, err := b.SubscribeAll(c); err != nil {
-		t.Fatal(err)
-	}
+	subscribe(t, b, c)
 	const half = 1000
 	before, after := events(half, 20, "before"), events(half, 20, "after")
 	publishAll(t, b, before, 50)
@@ -246,32 +216,11 @@ func TestKafkaBrokerRestartMidStream(t *testing.T) {
 	srv.start(t)
 
 	// Publish fails while the broker is away; the caller retries.
-	ctx := context.Background()
-	failures := 0
-	for start := 0; start < half; start += 50 {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			err := b.Publish(ctx, after[start:start+50]...)
-			if err == nil {
-				break
-			}
-			failures++
-			if time.Now().After(deadline) {
-				t.Fatalf("publishing did not resume: %v", err)
-			}
-			time.Sleep(20 * time.Millisecond) // retry interval, bounded by the deadline
-		}
-	}
+	failures := publishRetrying(t, b, after, 50)
 	all := append(before, after...)
 	waitFor(t, 2*time.Minute, "every event, before and after the restart", func() bool { _, d, _ := c.counts(); return d >= len(all) })
 	closeBus(t, b)
-	seen := mergeSeen(c)
-	lost := 0
-	for _, e := range all {
-		if seen[e.ID] == 0 {
-			lost++
-		}
-	}
+	lost := countLost(c, all)
 	_, distinct, dups := c.counts()
 	t.Logf("published %d, handled %d distinct, %d duplicate deliveries, %d failed publish attempts, %d rejoins, %d generations",
 		len(all), distinct, dups, failures, b.Stats().Reconnects, b.Generations())
@@ -294,25 +243,15 @@ func TestKafkaPoisonAggregateDeadLetteredOthersFlow(t *testing.T) {
 	b := env.open(t, kafkabus.Config{Group: "billing", Retry: retry, Partitions: 1}) // one partition: every aggregate shares it
 	audit := env.open(t, kafkabus.Config{Group: "audit", Retry: retry, Partitions: 1})
 	var fixed atomic.Bool
-	var mu sync.Mutex
-	attempts := map[uuid.UUID]int{}
-	c := newCounter()
-	c.fail = func(e eventsource.Envelope) error {
-		mu.Lock()
-		attempts[e.ID]++
-		mu.Unlock()
+	c := newAttempts(func(e eventsource.Envelope) error {
 		if e.AggregateID == "poison" && !fixed.Load() {
 			return errors.New("cannot charge this customer")
 		}
 		return nil
-	}
+	})
 	ca := newCounter()
-	if _, err := b.SubscribeAll(c, bus.WithName("charge")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := audit.SubscribeAll(ca); err != nil {
-		t.Fatal(err)
-	}
+	subscribe(t, b, c, bus.WithName("charge"))
+	subscribe(t, audit, ca)
 	poison := bustest.NewEnvelope("poison", 1, bustest.Ping{N: -1})
 	good := events(300, 10, "ok")
 	all := append([]eventsource.Envelope{poison}, good...)
@@ -324,11 +263,9 @@ func TestKafkaPoisonAggregateDeadLetteredOthersFlow(t *testing.T) {
 		t.Errorf("the poison event was dead-lettered before the others were handled: they waited for it")
 	}
 	waitFor(t, 30*time.Second, "the poison event dead-lettered", func() bool { k, _ := admin.Count(ctx); return k == 1 })
-	mu.Lock()
-	if attempts[poison.ID] != maxRetries {
-		t.Errorf("poison attempted %d times, want exactly %d", attempts[poison.ID], maxRetries)
+	if k := c.of(poison.ID); k != maxRetries {
+		t.Errorf("poison attempted %d times, want exactly %d", k, maxRetries)
 	}
-	mu.Unlock()
 	recs, err := admin.List(ctx, "", 10)
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("List = %v, %v", recs, err)
@@ -350,7 +287,7 @@ func TestKafkaPoisonAggregateDeadLetteredOthersFlow(t *testing.T) {
 	waitFor(t, 30*time.Second, "audit handled its copies", func() bool { _, d, _ := ca.counts(); return d >= len(all) })
 	closeBus(t, b)
 	closeBus(t, audit)
-	assertExactlyOnce(t, "billing after replay", all, mergeSeen(c))
+	assertExactlyOnce(t, "billing after replay", all, mergeSeen(c.counter))
 	assertExactlyOnce(t, "audit (not replayed to)", all, mergeSeen(ca))
 	if k, _ := admin.Count(ctx); k != 0 {
 		t.Errorf("%d dead letters after replay", k)
@@ -360,64 +297,35 @@ func TestKafkaPoisonAggregateDeadLetteredOthersFlow(t *testing.T) {
 	}
 }
 
-// Scenario 5: garbage bytes and an unknown event type, written raw to the
-// topic, are dead-lettered with the right reason; the next good event is
-// handled.
+// Scenario 5: garbage bytes, an unknown event type and an empty record,
+// written raw to the topic, are dead-lettered with the right reason; the
+// next good event is handled.
 func TestKafkaBadInputDeadLettered(t *testing.T) {
 	env := newKafkaEnv(t, kafkaBrokers(t))
-	b := env.open(t, kafkabus.Config{Group: "g", Partitions: 1})
-	c := newCounter()
-	if _, err := b.SubscribeAll(c); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	first := events(1, 1, "good")
-	publishAll(t, b, first, 1)
-	tr := &kafkago.Transport{} // not the shared default, whose metadata cache may predate the topic
-	defer tr.CloseIdleConnections()
-	w := &kafkago.Writer{Addr: kafkago.TCP(env.brokers...), Topic: env.topic, RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, Transport: tr}
-	defer w.Close()
-	unknownID := uuid.Must(uuid.NewV7()).String()
-	garbage := "\x00\xffnot an envelope{"
-	if err := w.WriteMessages(ctx,
-		kafkago.Message{Value: []byte(garbage)},
-		kafkago.Message{Key: []byte("x"), Headers: []kafkago.Header{{Key: "es-event-type", Value: []byte("NoSuchType")}},
-			Value: []byte(`{"id":"` + unknownID + `","type":"NoSuchType","aggregate_id":"x","version":1,"occurred_at":"2026-01-01T00:00:00Z","data":{"a":1}}`)},
-		kafkago.Message{Value: nil}, // an empty record
-	); err != nil {
-		t.Fatal(err)
-	}
-	next := bustest.NewEnvelope("good-0", 2, bustest.Ping{N: 2})
-	publishAll(t, b, []eventsource.Envelope{next}, 1)
-	admin := b.DeadLetters()
-	waitFor(t, 30*time.Second, "three dead letters and two good events", func() bool {
-		k, _ := admin.Count(ctx)
-		_, d, _ := c.counts()
-		return k == 3 && d == 2
+	badInputDeadLettered(t, badInputCase{
+		open: func() brokerBus { return env.open(t, kafkabus.Config{Group: "g", Partitions: 1}) },
+		inject: func(ctx context.Context, unknownID string) [3]string {
+			tr := &kafkago.Transport{} // not the shared default, whose metadata cache may predate the topic
+			defer tr.CloseIdleConnections()
+			w := &kafkago.Writer{Addr: kafkago.TCP(env.brokers...), Topic: env.topic, RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, Transport: tr}
+			defer w.Close()
+			if err := w.WriteMessages(ctx,
+				kafkago.Message{Value: []byte(garbageBytes)},
+				kafkago.Message{Key: []byte("x"), Headers: []kafkago.Header{{Key: "es-event-type", Value: []byte("NoSuchType")}}, Value: unknownTypeBody(unknownID)},
+				kafkago.Message{Value: nil}, // an empty record
+			); err != nil {
+				t.Fatal(err)
+			}
+			return [3]string{"0:1", "0:2", "0:3"} // after the first good event, at offset 0 of the one partition
+		},
+		record: func(i int, r consumer.DeadLetter, unknownID string) error {
+			if r.Source != env.topic || r.Error == "" {
+				return fmt.Errorf("source %q, want %q, or no error", r.Source, env.topic)
+			}
+			if i == 1 && !strings.Contains(string(r.Body), unknownID) {
+				return errors.New("body does not hold the event")
+			}
+			return nil
+		},
 	})
-	recs, err := admin.List(ctx, "", 10)
-	if err != nil || len(recs) != 3 {
-		t.Fatalf("List = %v, %v", recs, err)
-	}
-	bySource := map[string]consumer.DeadLetter{}
-	for _, r := range recs {
-		bySource[r.SourceID] = r
-	}
-	want := map[string]consumer.Reason{"0:1": consumer.ReasonMalformed, "0:2": consumer.ReasonUnknownType, "0:3": consumer.ReasonMalformed}
-	for src, reason := range want {
-		if r := bySource[src]; r.Reason != reason || r.Source != env.topic || r.Error == "" {
-			t.Errorf("record from %s: reason %q, want %q (%+v)", src, r.Reason, reason, r)
-		}
-	}
-	if r := bySource["0:1"]; string(r.Body) != garbage {
-		t.Errorf("garbage bytes not kept: %q", r.Body)
-	}
-	if r := bySource["0:2"]; r.EventType != "NoSuchType" || r.AggregateID != "x" || !strings.Contains(string(r.Body), unknownID) {
-		t.Errorf("unknown-type record %+v", r)
-	}
-	closeBus(t, b)
-	assertExactlyOnce(t, "good events", append(first, next), mergeSeen(c))
-	if st := b.Stats(); st.DeadLettered != 3 || st.Handled != 2 {
-		t.Errorf("stats dead %d handled %d", st.DeadLettered, st.Handled)
-	}
 }
