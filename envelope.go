@@ -57,12 +57,6 @@ func NewEnvelope(e Event) Envelope {
 	}
 }
 
-// StreamID is the name of an aggregate's stream in a store: type and ID
-// joined by a dash, e.g. "Order-42".
-func StreamID(aggregateType, aggregateID string) string {
-	return aggregateType + "-" + aggregateID
-}
-
 type metadataKey struct{}
 
 // WithMetadata returns a context that carries md; the repository stamps it

@@ -18,6 +18,13 @@ var (
 	ErrNotFound = errors.New("eventsource: not found")
 	// ErrInvalidEvent: an event or envelope that cannot be accepted as given.
 	ErrInvalidEvent = errors.New("eventsource: invalid event")
+	// ErrNoAggregateID: an empty aggregate ID where one is required, such as
+	// events raised before the aggregate's ID was set, or a Load of "".
+	// Stored, such events would belong to no aggregate, and buses would
+	// partition (order) them all under the empty key.
+	ErrNoAggregateID = errors.New("eventsource: no aggregate ID")
+	// ErrInvalidStreamID: a string that StreamID cannot have produced.
+	ErrInvalidStreamID = errors.New("eventsource: invalid stream ID")
 )
 
 // DecodeError says why bytes could not become an event. It matches

@@ -90,8 +90,15 @@ func New[A aggregate.Root](store eventstore.Store, b bus.Bus, newAggregate func(
 }
 
 // Load rebuilds the aggregate with the given ID. An ID with no events
-// returns an error matching eventsource.ErrNotFound.
+// returns an error matching eventsource.ErrNotFound; the empty ID, which no
+// saved aggregate can have, one matching eventsource.ErrNoAggregateID.
 func (r *Repository[A]) Load(ctx context.Context, id string) (A, error) {
+	if id == "" {
+		// A caller bug (an unset field, a missing route parameter), not a
+		// missing aggregate: ErrNotFound would invite creating it under "".
+		var zero A
+		return zero, fmt.Errorf("repository: load %s: %w", r.aggregateType, eventsource.ErrNoAggregateID)
+	}
 	streamID := eventsource.StreamID(r.aggregateType, id)
 	a, from := r.restoreSnapshot(ctx, streamID, id)
 	if err := aggregate.Replay(a, r.store.Load(ctx, streamID, from+1)); err != nil {
@@ -143,13 +150,23 @@ func (r *Repository[A]) restoreSnapshot(ctx context.Context, streamID, id string
 // eventsource.ErrConcurrencyConflict, with nothing stored or published;
 // reload and retry the command. A bus failure after the append returns a
 // *PublishError: the events are stored.
+//
+// Events must belong to a: an aggregate without an ID, or an event raised
+// before SetID (its envelope has no aggregate ID), fails with an error
+// matching eventsource.ErrNoAggregateID (and aggregate.ErrNoID); an event
+// that names another aggregate (SetID changed after raising) with one
+// matching eventsource.ErrInvalidEvent. Nothing is stored or published then,
+// and a keeps its pending events.
 func (r *Repository[A]) Save(ctx context.Context, a A) error {
 	pending := a.Pending()
 	if len(pending) == 0 {
 		return nil
 	}
 	if a.ID() == "" {
-		return aggregate.ErrNoID
+		return fmt.Errorf("repository: save %s: %w: %w", r.aggregateType, eventsource.ErrNoAggregateID, aggregate.ErrNoID)
+	}
+	if err := r.checkPending(a.ID(), pending); err != nil {
+		return fmt.Errorf("repository: save %s: %w", eventsource.StreamID(r.aggregateType, a.ID()), err)
 	}
 	if md, ok := eventsource.MetadataFrom(ctx); ok {
 		for i := range pending {
@@ -171,6 +188,25 @@ func (r *Repository[A]) Save(ctx context.Context, a A) error {
 	}
 	if err := r.bus.Publish(ctx, stored...); err != nil {
 		return &PublishError{StreamID: streamID, Events: len(stored), Err: err}
+	}
+	return nil
+}
+
+// checkPending refuses events that do not name the aggregate whose stream
+// they are about to join. The store files them by stream ID, but the buses
+// partition, and handlers and projections key, by the envelope's aggregate
+// type and ID: an envelope that disagrees with its stream would be ordered
+// and applied as another aggregate's event (or as nobody's, when empty).
+func (r *Repository[A]) checkPending(id string, pending []eventsource.Envelope) error {
+	for _, env := range pending {
+		switch {
+		case env.AggregateID == "":
+			return fmt.Errorf("%w: %s event (version %d) was raised before SetID: %w",
+				eventsource.ErrNoAggregateID, env.Type, env.Version, aggregate.ErrNoID)
+		case env.AggregateID != id || env.AggregateType != r.aggregateType:
+			return fmt.Errorf("%w: %s event (version %d) names %s %q, not %s %q",
+				eventsource.ErrInvalidEvent, env.Type, env.Version, env.AggregateType, env.AggregateID, r.aggregateType, id)
+		}
 	}
 	return nil
 }

@@ -244,3 +244,60 @@ func TestRelayPublishesStoredEventsAtLeastOnce(t *testing.T) {
 		}
 	}
 }
+
+// Events raised before SetID carry an empty AggregateID; stored, they would
+// belong to no aggregate and buses would partition them on "". Save refuses
+// them before anything is appended or published.
+func TestSaveRefusesEventsWithoutAggregateID(t *testing.T) {
+	ctx := context.Background()
+	store := eventstore.NewMemory()
+	b := bus.NewInProcess()
+	rec := bustest.NewRecorder()
+	if _, err := b.SubscribeAll(rec); err != nil {
+		t.Fatal(err)
+	}
+	repo := repository.New(store, b, newAccount, quiet())
+
+	a := newAccount()
+	aggregate.Raise(a, Opened{Owner: "ada"}) // before SetID: the envelope has no aggregate ID
+	a.SetID("acc-1")
+	aggregate.Raise(a, Deposited{Cents: 5})
+	err := repo.Save(ctx, a)
+	if !errors.Is(err, eventsource.ErrNoAggregateID) {
+		t.Errorf("Save of events raised before SetID = %v, want ErrNoAggregateID", err)
+	}
+	for env, err := range store.ReadAll(ctx, 1) {
+		t.Errorf("stored %+v, %v; want nothing stored", env, err)
+	}
+	if rec.Len() != 0 {
+		t.Errorf("published %+v; want nothing published", rec.Got())
+	}
+	if len(a.Pending()) != 2 || a.CommittedVersion() != 0 {
+		t.Errorf("refused save changed the aggregate: %d pending, committed %d", len(a.Pending()), a.CommittedVersion())
+	}
+
+	// No ID at all: the same sentinel, and still aggregate.ErrNoID for
+	// callers that match the older error.
+	none := newAccount()
+	aggregate.Raise(none, Opened{})
+	if err := repo.Save(ctx, none); !errors.Is(err, eventsource.ErrNoAggregateID) || !errors.Is(err, aggregate.ErrNoID) {
+		t.Errorf("Save without an ID = %v, want ErrNoAggregateID and aggregate.ErrNoID", err)
+	}
+	// An ID changed after raising would file events under one aggregate's
+	// stream while they name another.
+	moved := newAccount()
+	moved.SetID("acc-1")
+	aggregate.Raise(moved, Opened{})
+	moved.SetID("acc-2")
+	if err := repo.Save(ctx, moved); !errors.Is(err, eventsource.ErrInvalidEvent) {
+		t.Errorf("Save of events naming another aggregate = %v, want ErrInvalidEvent", err)
+	}
+	for env, err := range store.ReadAll(ctx, 1) {
+		t.Errorf("stored %+v, %v; want nothing stored", env, err)
+	}
+
+	// Load of the empty ID is a caller bug, not a missing aggregate.
+	if _, err := repo.Load(ctx, ""); !errors.Is(err, eventsource.ErrNoAggregateID) {
+		t.Errorf(`Load("") = %v, want ErrNoAggregateID`, err)
+	}
+}

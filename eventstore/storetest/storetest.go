@@ -20,8 +20,10 @@
 // version below AnyVersion with a plain error; it fills a missing Type, ID
 // (UUID v7) and OccurredAt; what Append returns is exactly what Load and
 // ReadAll later yield; callers' envelopes and metadata maps are never
-// shared with the store; and an iterator whose context is cancelled yields
-// the context's error next and stops.
+// shared with the store; an iterator whose context is cancelled yields
+// the context's error next and stops; and aggregates whose type and ID
+// joined with a plain dash would spell the same name get separate streams
+// from eventsource.StreamID (stream IDs are opaque strings to a store).
 //
 // Times: a store may keep OccurredAt at microsecond precision (PostgreSQL
 // does). The suite accepts a stored time equal to the appended one or to it
@@ -37,6 +39,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -68,6 +71,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		{"EmptyAppend", testEmptyAppend},
 		{"LargeBatch", testLargeBatch},
 		{"Load", testLoad},
+		{"AmbiguousNames", testAmbiguousNames},
 		{"ReadAll", testReadAll},
 		{"RoundTrip", testRoundTrip},
 		{"CopiesInAndOut", testCopies},
@@ -469,6 +473,37 @@ func testLoad(t *testing.T, s eventstore.Store) {
 	}
 	if got := wantLen(t, ctx, s, other, 3); got[2].Event != (Deposited{Amount: 102}) {
 		t.Fatalf("other stream's last event = %#v", got[2].Event)
+	}
+}
+
+// testAmbiguousNames appends to aggregates whose type and ID, joined with
+// a plain dash, spell the same stream name: their streams must be separate,
+// so that none of them conflicts with or loads another's events.
+func testAmbiguousNames(t *testing.T, s eventstore.Store) {
+	ctx := testContext(t)
+	// A dash-free prefix unique to this run, so a shared store's other
+	// streams never interfere.
+	prefix := "storetest" + strings.ReplaceAll(uuid.NewString(), "-", "")
+	aggregates := []struct{ typ, id string }{
+		{prefix + "-Item", "42"},   // naively prefix-Item-42
+		{prefix, "Item-42"},        // naively prefix-Item-42 too
+		{prefix + "%2DItem", "42"}, // what a percent-escape of "-Item" spells
+	}
+	var stored [][]eventsource.Envelope
+	for i, agg := range aggregates {
+		stream := eventsource.StreamID(agg.typ, agg.id)
+		events := deposits(agg.id, 10*i, i+1)
+		for j := range events {
+			events[j].AggregateType = agg.typ
+		}
+		stored = append(stored, mustAppend(t, ctx, s, stream, eventstore.NoStream, events))
+	}
+	for i, agg := range aggregates {
+		stream := eventsource.StreamID(agg.typ, agg.id)
+		got := wantLen(t, ctx, s, stream, i+1)
+		for j := range got {
+			sameStored(t, fmt.Sprintf("stream %q event %d", stream, j), got[j], stored[i][j])
+		}
 	}
 }
 
