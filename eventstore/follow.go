@@ -2,15 +2,45 @@ package eventstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/internal/sleep"
 )
+
+// Defaults of a Follower's backoff between failed passes.
+const (
+	DefaultRetryMin = 50 * time.Millisecond
+	DefaultRetryMax = 5 * time.Second
+)
+
+// saveTimeout bounds a checkpoint save. Saves do not inherit the caller's
+// cancellation (a stop must still record what was applied), so they need a
+// bound of their own.
+const saveTimeout = 5 * time.Second
+
+// ErrCheckpointNotSaved matches a Follower error whose checkpoint could not
+// be saved: the events applied since the last save are applied again by the
+// next reader.
+var ErrCheckpointNotSaved = errors.New("eventstore: checkpoint not saved")
+
+// saveError marks a failed save with ErrCheckpointNotSaved and keeps the
+// store's error reachable.
+type saveError struct{ err error }
+
+func (e *saveError) Error() string   { return e.err.Error() }
+func (e *saveError) Unwrap() []error { return []error{ErrCheckpointNotSaved, e.err} }
 
 // Follower reads a store's global order from a named checkpoint. Projection
 // runners and the repository's outbox relay are both followers: they differ
 // only in what they do with each event.
+//
+// A Follower must not be copied after first use (it keeps its status).
 type Follower struct {
 	Name        string // the checkpoint's name; unique per reader
 	Store       Store
@@ -18,52 +48,156 @@ type Follower struct {
 	// SaveEvery saves the checkpoint after this many events (default 1).
 	// A crash replays at most this many events: delivery is at-least-once.
 	SaveEvery int
+	// RetryMin and RetryMax bound Follow's wait after a failed pass: it
+	// doubles from RetryMin up to RetryMax, with jitter (defaults
+	// DefaultRetryMin and DefaultRetryMax).
+	RetryMin, RetryMax time.Duration
+	// Logger receives each failure Follow retries (default slog.Default()).
+	Logger *slog.Logger
+
+	mu     sync.Mutex
+	status FollowerStatus
+}
+
+// FollowerStatus is what a Follower has done so far, for health checks and
+// operators.
+type FollowerStatus struct {
+	// Position is the last position handed to fn and accepted (at start,
+	// the checkpoint read).
+	Position int64
+	// Saved is the last position this Follower read or saved as its
+	// checkpoint. Position > Saved means a save is pending.
+	Saved int64
+	// ConsecutiveFailures counts failed passes since the last good one; 0
+	// means healthy.
+	ConsecutiveFailures int
+	// LastError is the most recent failure and LastFailure its time. They
+	// are kept after a recovery, for diagnosis.
+	LastError   error
+	LastFailure time.Time
+}
+
+// Status returns the follower's current status. It is safe to call while
+// CatchUp or Follow runs.
+func (f *Follower) Status() FollowerStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status
 }
 
 // CatchUp hands every event after the checkpoint to fn, in position order,
 // then saves the checkpoint. It stops at the first error from fn, saving
 // the position of the last event fn accepted, so the failed event is read
 // again next time. It returns how many events fn accepted.
+//
+// When ctx ends, CatchUp takes no further event and returns an error
+// matching ctx.Err(), but still saves the position of what fn accepted
+// (saves are bounded by a few seconds instead), so a stop never makes the
+// next reader apply an event twice. An error matching
+// ErrCheckpointNotSaved means that save failed.
 func (f *Follower) CatchUp(ctx context.Context, fn func(context.Context, eventsource.Envelope) error) (int, error) {
+	done, _, err := f.catchUp(ctx, fn)
+	return done, err
+}
+
+// catchUp is one pass from the saved checkpoint. unsaved is the position fn
+// reached when saving it failed, else 0.
+func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventsource.Envelope) error) (done int, unsaved int64, err error) {
 	from, err := f.Checkpoints.Checkpoint(ctx, f.Name)
 	if err != nil {
-		return 0, fmt.Errorf("eventstore: follower %q: read checkpoint: %w", f.Name, err)
+		err = fmt.Errorf("eventstore: follower %q: read checkpoint: %w", f.Name, err)
+		f.finish(ctx, err)
+		return 0, 0, err
 	}
+	f.update(func(s *FollowerStatus) { s.Position, s.Saved = from, from })
 	every := max(f.SaveEvery, 1)
-	done, last, saved := 0, from, from
+	last, saved := from, from
 	save := func() error {
 		if last == saved {
 			return nil
 		}
-		if err := f.Checkpoints.SaveCheckpoint(ctx, f.Name, last); err != nil {
-			return fmt.Errorf("eventstore: follower %q: save checkpoint %d: %w", f.Name, last, err)
+		if err := f.save(ctx, last); err != nil {
+			return err
 		}
 		saved = last
 		return nil
 	}
-	for env, err := range f.Store.ReadAll(ctx, from+1) {
-		if err != nil {
-			return done, joinSave(fmt.Errorf("eventstore: follower %q: read after %d: %w", f.Name, last, err), save())
+	for env, rerr := range f.Store.ReadAll(ctx, from+1) {
+		if rerr != nil {
+			err = fmt.Errorf("eventstore: follower %q: read after %d: %w", f.Name, last, rerr)
+			break
 		}
-		if err := fn(ctx, env); err != nil {
-			return done, joinSave(fmt.Errorf("eventstore: follower %q: event at position %d: %w", f.Name, env.Position, err), save())
+		if ferr := fn(ctx, env); ferr != nil {
+			err = fmt.Errorf("eventstore: follower %q: event at position %d: %w", f.Name, env.Position, ferr)
+			break
 		}
 		done++
 		last = env.Position
+		f.update(func(s *FollowerStatus) { s.Position = last })
+		// fn finished this event although ctx ended: stop here, and let
+		// the save below record it.
+		if cerr := ctx.Err(); cerr != nil {
+			err = fmt.Errorf("eventstore: follower %q: stopped after position %d: %w", f.Name, last, cerr)
+			break
+		}
 		if done%every == 0 {
-			if err := save(); err != nil {
-				return done, err
+			if err = save(); err != nil {
+				break
 			}
 		}
 	}
-	return done, save()
+	if !errors.Is(err, ErrCheckpointNotSaved) {
+		err = joinSave(err, save())
+	}
+	if last != saved {
+		unsaved = last
+	}
+	f.finish(ctx, err)
+	return done, unsaved, err
+}
+
+// save records position p. It runs without ctx's cancellation: what fn
+// applied must be recorded even when the reader is stopping, or the next
+// one applies it again.
+func (f *Follower) save(ctx context.Context, p int64) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+	defer cancel()
+	if err := f.Checkpoints.SaveCheckpoint(ctx, f.Name, p); err != nil {
+		return fmt.Errorf("eventstore: follower %q: save checkpoint %d: %w", f.Name, p, &saveError{err})
+	}
+	f.update(func(s *FollowerStatus) { s.Saved = p })
+	return nil
 }
 
 func joinSave(err, saveErr error) error {
-	if saveErr != nil {
-		return fmt.Errorf("%w (and %w)", err, saveErr)
+	switch {
+	case saveErr == nil:
+		return err
+	case err == nil:
+		return saveErr
 	}
-	return err
+	return fmt.Errorf("%w (and %w)", err, saveErr)
+}
+
+func (f *Follower) update(change func(*FollowerStatus)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	change(&f.status)
+}
+
+// finish records how a pass ended. A pass cut short by its own ctx is a
+// stop, not a failure, unless what it applied could not be saved.
+func (f *Follower) finish(ctx context.Context, err error) {
+	f.update(func(s *FollowerStatus) {
+		switch {
+		case err == nil:
+			s.ConsecutiveFailures = 0
+		case ctx.Err() != nil && !errors.Is(err, ErrCheckpointNotSaved):
+		default:
+			s.ConsecutiveFailures++
+			s.LastError, s.LastFailure = err, time.Now()
+		}
+	})
 }
 
 // Reset moves the checkpoint back to the start, so the next CatchUp reads
@@ -72,18 +206,41 @@ func (f *Follower) Reset(ctx context.Context) error {
 	return f.Checkpoints.SaveCheckpoint(ctx, f.Name, 0)
 }
 
-// Follow calls CatchUp, then again every interval, until ctx ends; it
-// returns nil then. A failed pass is returned at once: the caller decides
-// whether to retry (the checkpoint keeps the failed event for next time).
+// Follow calls CatchUp, then again every interval, until ctx ends. A failed
+// pass is logged and retried after a backoff (see RetryMin): a failure
+// delays the follower but never stops it. When ctx ends, Follow saves the
+// position of what fn applied and returns nil, or an error matching
+// ErrCheckpointNotSaved if that save failed (those events would be
+// applied again).
 func (f *Follower) Follow(ctx context.Context, interval time.Duration, fn func(context.Context, eventsource.Envelope) error) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	// pending is a position fn applied but a save failed to record. It is
+	// saved before the next pass, which would otherwise apply it again.
+	var pending int64
 	for {
-		if _, err := f.CatchUp(ctx, fn); err != nil {
-			if ctx.Err() != nil {
-				return nil
+		err := f.retrySave(ctx, pending)
+		if err == nil {
+			pending = 0
+			_, pending, err = f.catchUp(ctx, fn)
+		}
+		if ctx.Err() != nil {
+			// The pass saved with a detached context already; only a
+			// failed save is news.
+			if errors.Is(err, ErrCheckpointNotSaved) {
+				return err
 			}
-			return err
+			return nil
+		}
+		if err != nil {
+			st := f.Status()
+			d := f.backoff(st.ConsecutiveFailures)
+			f.logger().WarnContext(ctx, "follower failed, retrying",
+				"follower", f.Name, "position", st.Position, "failures", st.ConsecutiveFailures, "retry_in", d, "error", err)
+			if !sleep.For(ctx, d) {
+				return f.retrySave(ctx, pending)
+			}
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -91,4 +248,44 @@ func (f *Follower) Follow(ctx context.Context, interval time.Duration, fn func(c
 		case <-t.C:
 		}
 	}
+}
+
+// retrySave saves a pending position, if there is one.
+func (f *Follower) retrySave(ctx context.Context, pending int64) error {
+	if pending == 0 {
+		return nil
+	}
+	err := f.save(ctx, pending)
+	if err != nil {
+		f.finish(ctx, err) // a success is not a good pass yet: the backoff goes on growing
+	}
+	return err
+}
+
+// backoff returns the wait after the given number of consecutive failures:
+// doubling from RetryMin, capped at RetryMax, drawn from its upper half so
+// that followers which failed together (a database restart) do not retry
+// in lockstep.
+func (f *Follower) backoff(failures int) time.Duration {
+	lo, hi := f.RetryMin, f.RetryMax
+	if lo <= 0 {
+		lo = DefaultRetryMin
+	}
+	if hi <= 0 {
+		hi = DefaultRetryMax
+	}
+	hi = max(hi, lo)
+	d := lo
+	for i := 1; i < failures && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (f *Follower) logger() *slog.Logger {
+	if f.Logger != nil {
+		return f.Logger
+	}
+	return slog.Default()
 }

@@ -8,6 +8,7 @@ package projection
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -32,13 +33,33 @@ type Runner struct {
 	types      []string
 }
 
+// Option configures a Runner.
+type Option func(*Runner)
+
+// WithLogger sets the logger that receives each failure Run retries
+// (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(r *Runner) { r.follower.Logger = l }
+}
+
+// WithBackoff bounds Run's wait after a failure: it doubles from first up to
+// limit, with jitter (defaults eventstore.DefaultRetryMin and
+// eventstore.DefaultRetryMax).
+func WithBackoff(first, limit time.Duration) Option {
+	return func(r *Runner) { r.follower.RetryMin, r.follower.RetryMax = first, limit }
+}
+
 // NewRunner returns a runner for p whose checkpoint is saved under name.
-func NewRunner(name string, p Projection, store eventstore.Store, checkpoints eventstore.CheckpointStore) *Runner {
-	return &Runner{
+func NewRunner(name string, p Projection, store eventstore.Store, checkpoints eventstore.CheckpointStore, opts ...Option) *Runner {
+	r := &Runner{
 		follower:   eventstore.Follower{Name: name, Store: store, Checkpoints: checkpoints},
 		projection: p,
 		types:      slices.Sorted(slices.Values(p.EventTypes())),
 	}
+	for _, opt := range opts {
+		opt(r)
+	}
+	return r
 }
 
 // CatchUp applies every event stored since the checkpoint and returns how
@@ -52,9 +73,22 @@ func (r *Runner) CatchUp(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Run catches up every interval until ctx ends.
+// Run catches up every interval until ctx ends, then returns nil. A
+// projection error is logged and the event retried with backoff (Status
+// shows it); it never stops Run for good. An event the projection is
+// applying when ctx ends is finished and checkpointed, so a restart does
+// not apply it again; Run returns an error only if that checkpoint cannot
+// be saved.
 func (r *Runner) Run(ctx context.Context, interval time.Duration) error {
-	return r.follower.Follow(ctx, interval, r.apply)
+	if err := r.follower.Follow(ctx, interval, r.apply); err != nil {
+		return fmt.Errorf("projection: %w", err)
+	}
+	return nil
+}
+
+// Status reports how far the runner has read, and its failures.
+func (r *Runner) Status() eventstore.FollowerStatus {
+	return r.follower.Status()
 }
 
 // Rebuild drops the projection's state and applies the whole history.

@@ -3,6 +3,7 @@ package repository
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/eventsource-go/eventsource"
@@ -20,13 +21,33 @@ type Relay struct {
 	bus      bus.Bus
 }
 
+// RelayOption configures a Relay.
+type RelayOption func(*Relay)
+
+// WithRelayLogger sets the logger that receives each failure Run retries
+// (default slog.Default()).
+func WithRelayLogger(l *slog.Logger) RelayOption {
+	return func(r *Relay) { r.follower.Logger = l }
+}
+
+// WithRelayBackoff bounds Run's wait after a failure: it doubles from first
+// up to limit, with jitter (defaults eventstore.DefaultRetryMin and
+// eventstore.DefaultRetryMax).
+func WithRelayBackoff(first, limit time.Duration) RelayOption {
+	return func(r *Relay) { r.follower.RetryMin, r.follower.RetryMax = first, limit }
+}
+
 // NewRelay returns a relay named name (the checkpoint's name) that publishes
 // from store to b.
-func NewRelay(name string, store eventstore.Store, checkpoints eventstore.CheckpointStore, b bus.Bus) *Relay {
-	return &Relay{
+func NewRelay(name string, store eventstore.Store, checkpoints eventstore.CheckpointStore, b bus.Bus, opts ...RelayOption) *Relay {
+	r := &Relay{
 		follower: eventstore.Follower{Name: name, Store: store, Checkpoints: checkpoints},
 		bus:      b,
 	}
+	for _, opt := range opts {
+		opt(r)
+	}
+	return r
 }
 
 // PublishPending publishes what was stored since the last call and returns
@@ -39,9 +60,21 @@ func (r *Relay) PublishPending(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Run publishes pending events every interval until ctx ends.
+// Run publishes pending events every interval until ctx ends, then returns
+// nil. A failure (the bus or the store down) is logged and retried with
+// backoff, so it only delays events; Status shows it. Run returns an error
+// only if, when stopping, it cannot save the checkpoint of what it
+// published: those events would be published again.
 func (r *Relay) Run(ctx context.Context, interval time.Duration) error {
-	return r.follower.Follow(ctx, interval, r.publish)
+	if err := r.follower.Follow(ctx, interval, r.publish); err != nil {
+		return fmt.Errorf("repository: relay: %w", err)
+	}
+	return nil
+}
+
+// Status reports how far the relay has published, and its failures.
+func (r *Relay) Status() eventstore.FollowerStatus {
+	return r.follower.Status()
 }
 
 func (r *Relay) publish(ctx context.Context, env eventsource.Envelope) error {
