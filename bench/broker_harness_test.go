@@ -135,6 +135,9 @@ func (l brokerLoad) subscribe(b *testing.B, bb bus.Bus, n int) *sinks {
 	}); err != nil {
 		b.Fatal(err)
 	}
+	if err := bb.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 	return s
 }
 

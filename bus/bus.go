@@ -16,6 +16,29 @@ import (
 )
 
 // Bus publishes envelopes to the handlers subscribed to their types.
+//
+// # Lifecycle
+//
+// Subscriptions are declared first, then Start begins consuming. On a
+// broker-backed bus nothing is read before Start, so no event of a
+// declared type is acknowledged before its handler exists: a group's
+// backlog waits for Start. A subscription made after Start receives every
+// event published after Subscribe returns (and possibly earlier ones the
+// group had not consumed yet); events the group consumed before it are not
+// delivered to it again. The in-process bus has no backlog: its
+// subscriptions take effect when Subscribe returns, and Start is a no-op
+// there, so code written against Bus calls Start and runs on every bus.
+//
+// # Handler identity
+//
+// A subscription's name (WithName) is its identity in retries, dead letters
+// and replays, so on a broker-backed bus it must be the same in every
+// process and deploy. Without WithName a subscription is named after its
+// event types ("OrderPlaced", "OrderPaid,OrderPlaced" sorted, "*" for a
+// wildcard); a second subscription with a name already in use is refused
+// with ErrInvalidSubscription. The in-process bus has no retries or dead
+// letters: there a name only labels logs and errors, and several handlers
+// may share one.
 type Bus interface {
 	// Publish hands events to the bus. What "returned" promises depends on
 	// the implementation: the in-process bus has run every synchronous
@@ -26,6 +49,9 @@ type Bus interface {
 	Subscribe(eventType string, h Handler, opts ...SubscribeOption) (Subscription, error)
 	// SubscribeAll registers h for every event type (a wildcard).
 	SubscribeAll(h Handler, opts ...SubscribeOption) (Subscription, error)
+	// Start begins consuming what the subscriptions declared (see
+	// Lifecycle). It is idempotent; after Close it returns ErrClosed.
+	Start(ctx context.Context) error
 	// Stats returns a snapshot of the bus's counters.
 	Stats() Stats
 	// Close stops accepting events, drains work in flight, then stops every
@@ -86,6 +112,17 @@ var (
 	// ErrHandlerPanic matches a *HandlerError whose handler panicked.
 	ErrHandlerPanic = errors.New("bus: handler panicked")
 )
+
+// ValidateEnvelopes checks what every bus needs of an envelope before it
+// publishes any of them: a type name and a payload.
+func ValidateEnvelopes(events []eventsource.Envelope) error {
+	for i := range events {
+		if events[i].Type == "" || events[i].Event == nil {
+			return fmt.Errorf("%w: envelope %d has no type or no payload", eventsource.ErrInvalidEvent, i)
+		}
+	}
+	return nil
+}
 
 // HandlerError is what the bus logs and counts when a handler fails.
 type HandlerError struct {
@@ -169,7 +206,8 @@ func (m multiSubscription) Unsubscribe() error {
 // SubscribeConfig is what SubscribeOptions set. Buses read it with
 // ApplySubscribeOptions; an option a bus cannot honour is an error there.
 type SubscribeConfig struct {
-	// Name identifies the subscription in logs, stats and dead letters.
+	// Name identifies the subscription in logs, stats, retries and dead
+	// letters; see Bus (Handler identity).
 	Name string
 	// Async, when set, delivers through a bounded buffer drained by the
 	// subscription's own goroutine (in-process bus only).

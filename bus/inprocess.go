@@ -51,12 +51,18 @@ type InProcess struct {
 	asyncWG sync.WaitGroup
 
 	bgOnce    sync.Once
-	bgGate    sync.RWMutex // held shared while enqueueing, exclusively to stop
-	bgStopped bool
-	bgChans   []chan eventsource.Envelope
+	bgQuit    chan struct{}               // closed by Close: PublishAsync stops waiting for room
+	bgGate    sync.RWMutex                // held shared while enqueueing, exclusively to start and stop
+	bgStopped bool                        // guarded by bgGate
+	bgChans   []chan eventsource.Envelope // guarded by bgGate
 	bgWG      sync.WaitGroup
-	bgTasks   atomic.Int64
 	bgSeed    maphash.Seed
+
+	// bgPublished counts what PublishAsync accepted, for Stats.Published.
+	// It sits next to bgTasks, whose cache line PublishAsync writes anyway,
+	// rather than in the per-type counters, which the workers write.
+	bgTasks     atomic.Int64
+	bgPublished atomic.Uint64
 }
 
 // typeCounters is padded to its own cache line: publishers of one type
@@ -132,6 +138,7 @@ func NewInProcess(opts ...Option) *InProcess {
 		counters:  make(map[string]*typeCounters),
 		untyped:   new(typeCounters),
 		asyncs:    make(map[*asyncDelivery]struct{}),
+		bgQuit:    make(chan struct{}),
 		bgSeed:    maphash.MakeSeed(),
 	}
 	for _, o := range opts {
@@ -142,6 +149,18 @@ func NewInProcess(opts ...Option) *InProcess {
 	b.baseCtx, b.abort = context.WithCancel(context.Background())
 	b.routes.Store(&routeTable{byType: map[string]*route{}, wildcard: &route{counters: b.untyped}})
 	return b
+}
+
+// Start is a no-op that exists to satisfy Bus. Broker buses defer
+// consumption to Start so that no backlog is acknowledged before its
+// handlers exist; the in-process bus has no backlog to lose, so delivery to
+// a subscription begins when Subscribe returns. Start is idempotent and
+// returns ErrClosed after Close.
+func (b *InProcess) Start(context.Context) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	return nil
 }
 
 // Publish dispatches events in order. Synchronous handlers have run when it
@@ -157,7 +176,9 @@ func (b *InProcess) Publish(ctx context.Context, events ...eventsource.Envelope)
 		return err
 	}
 	for i := range events {
-		if err := b.dispatch(ctx, &events[i]); err != nil {
+		r := b.routeFor(events[i].Type)
+		r.counters.published.Add(1)
+		if err := b.dispatch(ctx, r, &events[i]); err != nil {
 			return err
 		}
 	}
@@ -173,13 +194,18 @@ func validateEnvelopes(events []eventsource.Envelope) error {
 	return nil
 }
 
-func (b *InProcess) dispatch(ctx context.Context, env *eventsource.Envelope) error {
+// routeFor returns the current route of an event type.
+func (b *InProcess) routeFor(eventType string) *route {
 	rt := b.routes.Load()
-	r := rt.byType[env.Type]
-	if r == nil {
-		r = rt.wildcard
+	if r := rt.byType[eventType]; r != nil {
+		return r
 	}
-	r.counters.published.Add(1)
+	return rt.wildcard
+}
+
+// dispatch hands env to r's subscribers. Callers count it as published:
+// Publish in r's counters, PublishAsync in bgPublished when it accepts.
+func (b *InProcess) dispatch(ctx context.Context, r *route, env *eventsource.Envelope) error {
 	if b.concurrency > 1 && len(r.subs) > 1 {
 		return b.dispatchConcurrently(ctx, r, env)
 	}
@@ -269,9 +295,11 @@ func (b *InProcess) report(ctx context.Context, s *subscription, env *eventsourc
 	}
 }
 
-// PublishAsync queues events for the background workers and returns. It
-// blocks while the chosen worker's queue is full, until ctx ends. Handlers
-// receive a context that lives as long as the bus, not ctx.
+// PublishAsync queues events for the background workers and returns; the
+// events it accepted are in Stats.Published by then. It blocks while the
+// chosen worker's queue is full, until ctx ends or Close begins (then it
+// returns ErrClosed). Handlers receive a context that lives as long as the
+// bus, not ctx.
 func (b *InProcess) PublishAsync(ctx context.Context, events ...eventsource.Envelope) error {
 	if b.closed.Load() {
 		return ErrClosed
@@ -287,18 +315,41 @@ func (b *InProcess) PublishAsync(ctx context.Context, events ...eventsource.Enve
 	}
 	for i := range events {
 		ch := b.bgChans[maphash.String(b.bgSeed, events[i].AggregateID)%uint64(len(b.bgChans))]
+		// Counted before the send, so that Stats never shows a worker's
+		// deliveries ahead of Published; taken back if the send fails.
+		b.bgPublished.Add(1)
 		b.bgTasks.Add(1)
+		// Try without blocking first: a select on one channel with a
+		// default is much cheaper than one that waits on three.
 		select {
 		case ch <- events[i]:
-		case <-ctx.Done():
-			b.bgTasks.Add(-1)
-			return fmt.Errorf("bus: publish in background: %w", ctx.Err())
+			continue
+		default:
 		}
+		var err error
+		select {
+		case ch <- events[i]:
+			continue
+		case <-ctx.Done():
+			err = fmt.Errorf("bus: publish in background: %w", ctx.Err())
+		case <-b.bgQuit:
+			err = ErrClosed
+		}
+		b.bgPublished.Add(^uint64(0))
+		b.bgTasks.Add(-1)
+		return err
 	}
 	return nil
 }
 
+// startBackground starts the workers unless Close came first. It holds the
+// gate so that Close either sees the workers and stops them or none start.
 func (b *InProcess) startBackground() {
+	b.bgGate.Lock()
+	defer b.bgGate.Unlock()
+	if b.bgStopped {
+		return
+	}
 	b.bgChans = make([]chan eventsource.Envelope, b.bgWorkers)
 	for i := range b.bgChans {
 		ch := make(chan eventsource.Envelope, b.bgQueue)
@@ -307,7 +358,7 @@ func (b *InProcess) startBackground() {
 			for env := range ch {
 				if b.baseCtx.Err() != nil {
 					b.lateDropped.Add(1)
-				} else if err := b.dispatch(b.baseCtx, &env); err != nil {
+				} else if err := b.dispatch(b.baseCtx, b.routeFor(env.Type), &env); err != nil {
 					b.logger.LogAttrs(b.baseCtx, slog.LevelWarn, "background dispatch incomplete",
 						slog.String("event_id", env.ID.String()), slog.Any("error", err))
 				}
@@ -344,11 +395,13 @@ func (b *InProcess) subscribe(eventTypes []string, h Handler, opts []SubscribeOp
 	if h == nil {
 		return nil, fmt.Errorf("%w: nil handler", ErrInvalidSubscription)
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// Checked under mu: Close collects the asynchronous subscriptions under
+	// mu after setting closed, so it stops every one made before this.
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.nextSeq++
 	fallback := "*"
 	if eventTypes != nil {
@@ -360,7 +413,8 @@ func (b *InProcess) subscribe(eventTypes []string, h Handler, opts []SubscribeOp
 		if cfg.Async.Buffer < 1 {
 			return nil, fmt.Errorf("%w: async buffer must be at least 1, got %d", ErrInvalidSubscription, cfg.Async.Buffer)
 		}
-		s.async = &asyncDelivery{sub: s, ch: make(chan eventsource.Envelope, cfg.Async.Buffer), policy: cfg.Async.Overflow}
+		s.async = &asyncDelivery{sub: s, ch: make(chan eventsource.Envelope, cfg.Async.Buffer),
+			policy: cfg.Async.Overflow, quit: make(chan struct{})}
 		b.asyncs[s.async] = struct{}{}
 		b.asyncWG.Go(s.async.run)
 	}
@@ -415,6 +469,7 @@ func (b *InProcess) Stats() Stats {
 		add(c)
 	}
 	add(b.untyped)
+	st.Published += b.bgPublished.Load()
 	totals := b.retired
 	for a := range b.asyncs {
 		totals.add(a.totals())
@@ -438,11 +493,13 @@ func (b *InProcess) Stats() Stats {
 }
 
 // Close stops accepting events, drains the background queue and every
-// asynchronous subscriber's buffer, and waits for their goroutines. If ctx
-// ends first, what is still queued is dropped (and counted), handlers
-// already running are left to return, and Close returns ctx.Err().
-// Synchronous Publish calls already in progress finish on their callers'
-// goroutines. Later calls return the first call's outcome.
+// asynchronous subscriber's buffer, and waits for their goroutines.
+// Publishers waiting for room in a full queue or buffer return ErrClosed.
+// If ctx ends first, the handlers' context is cancelled, what is still
+// queued is dropped (and counted), handlers already running are left to
+// return, and Close returns ctx.Err(); the bus's goroutines end once those
+// handlers return. Synchronous Publish calls already in progress finish on
+// their callers' goroutines. Later calls return the first call's outcome.
 func (b *InProcess) Close(ctx context.Context) error {
 	return b.closer.Do(ctx, func() error {
 		b.closed.Store(true)
@@ -451,7 +508,9 @@ func (b *InProcess) Close(ctx context.Context) error {
 }
 
 func (b *InProcess) close(ctx context.Context) error {
-
+	// A PublishAsync waiting for room holds the gate shared; waking it
+	// first keeps Close from waiting on a worker stuck in a handler.
+	close(b.bgQuit)
 	b.bgGate.Lock()
 	b.bgStopped = true
 	for _, ch := range b.bgChans {
@@ -522,7 +581,8 @@ func panicError(s *subscription, env *eventsource.Envelope, p any) *HandlerError
 }
 
 // Unsubscribe removes the subscription. An asynchronous subscriber handles
-// what its buffer already holds, then stops.
+// what its buffer already holds, then stops; a publisher waiting for room in
+// that buffer skips this subscriber (counted as dropped).
 func (s *subscription) Unsubscribe() error {
 	b := s.bus
 	b.mu.Lock()
@@ -548,8 +608,10 @@ type asyncDelivery struct {
 	ch     chan eventsource.Envelope
 	policy OverflowPolicy
 
-	gate    sync.RWMutex // shared while sending, exclusive to stop
-	stopped bool
+	gate     sync.RWMutex  // shared while sending, exclusive to stop
+	stopped  bool          // guarded by gate
+	quit     chan struct{} // closed by stop: senders stop waiting for room
+	quitOnce sync.Once
 
 	enqueued, processed, invoked, errors, panics, dropped atomic.Uint64
 }
@@ -598,9 +660,13 @@ func (a *asyncDelivery) enqueue(ctx context.Context, env *eventsource.Envelope, 
 	case <-ctx.Done():
 		a.dropped.Add(1)
 		return fmt.Errorf("bus: subscriber %q is full: %w", a.sub.name, ctx.Err())
-	case <-a.sub.bus.baseCtx.Done():
-		a.dropped.Add(1)
-		return ErrClosed
+	case <-a.quit:
+		// Unsubscribed or closing: as if it had stopped before this call.
+		late.Add(1)
+		if a.sub.bus.closed.Load() {
+			return ErrClosed
+		}
+		return nil
 	}
 }
 
@@ -628,7 +694,10 @@ func (a *asyncDelivery) run() {
 }
 
 // stop closes the buffer once no publisher is sending; run drains it.
+// Publishers waiting for room are woken first: they hold the gate shared,
+// and the handler they wait on may never return.
 func (a *asyncDelivery) stop() {
+	a.quitOnce.Do(func() { close(a.quit) })
 	a.gate.Lock()
 	defer a.gate.Unlock()
 	if !a.stopped {

@@ -38,6 +38,8 @@ func TestKafkaGroupsShareTenThousand(t *testing.T) {
 	if _, err := bb.SubscribeAll(cb); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, a1)
+	bustest.Start(t, bb)
 	const n = 10_000
 	evs := events(n, 100, "share")
 	publishAll(t, pub, evs[:n/2], 500)
@@ -47,6 +49,7 @@ func TestKafkaGroupsShareTenThousand(t *testing.T) {
 	if _, err := a2.SubscribeAll(ca2); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, a2)
 	publishAll(t, pub, evs[n/2:], 500)
 	waitFor(t, 2*time.Minute, "both groups to handle 10,000", func() bool {
 		return len(mergeSeen(ca1, ca2)) >= n && len(mergeSeen(cb)) >= n
@@ -187,6 +190,10 @@ func kafkaConsumerHelper() int {
 		<-block
 		return nil
 	})); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := b.Start(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

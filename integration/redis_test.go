@@ -135,6 +135,7 @@ func TestRedisRestartMidStream(t *testing.T) {
 	if _, err := b.SubscribeAll(c); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, b)
 	const half = 1000
 	before, after := events(half, 20, "before"), events(half, 20, "after")
 	publishAll(t, b, before, 50)

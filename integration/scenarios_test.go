@@ -141,6 +141,10 @@ func holdDeliveries(b bus.Bus, err error) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if err := b.Start(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	<-block // until SIGKILL
 	return 0
 }
@@ -179,6 +183,7 @@ func subscribe(t *testing.T, b bus.Bus, h bus.Handler, opts ...bus.SubscribeOpti
 	if _, err := b.SubscribeAll(h, opts...); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, b)
 }
 
 func publishAll(t *testing.T, b bus.Bus, evs []eventsource.Envelope, batch int) {

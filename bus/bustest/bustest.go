@@ -126,6 +126,10 @@ func Run(t *testing.T, features Features, factory Factory) {
 		{"ConsumerGroups", s.testConsumerGroups},
 		{"LateSubscriberCatchesUp", s.testLateSubscriber},
 		{"CloseStopsGoroutines", s.testCloseStopsGoroutines},
+		{"BacklogWaitsForStart", s.testBacklogWaitsForStart},
+		{"SubscribeAfterStart", s.testSubscribeAfterStart},
+		{"HandlerNamesUnique", s.testHandlerNamesUnique},
+		{"StartIdempotentAndClosed", s.testStartIdempotent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)
@@ -139,6 +143,28 @@ func (s *suite) open(t *testing.T, ns, group string) bus.Bus {
 	b := s.factory(t, Config{Namespace: ns, Group: group, Registry: NewRegistry()})
 	closeAtCleanup(t, b, s.features.Timeout)
 	return b
+}
+
+// start starts b's consumer, failing the test if it cannot.
+func (s *suite) start(t *testing.T, b bus.Bus) {
+	t.Helper()
+	start(t, b, s.features.Timeout)
+}
+
+// Start starts b's consumer within 15 seconds, failing the test if it
+// cannot: for tests that subscribe, then expect deliveries.
+func Start(t testing.TB, b bus.Bus) {
+	t.Helper()
+	start(t, b, 15*time.Second)
+}
+
+func start(t testing.TB, b bus.Bus, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := b.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
 }
 
 func namespace(t *testing.T) string { return "bt" + uuid.NewString()[:8] }
@@ -290,6 +316,7 @@ func (s *suite) testPublishDeliversOnce(t *testing.T) {
 	if _, err := b.Subscribe(Ping{}.EventType(), rec); err != nil {
 		t.Fatal(err)
 	}
+	s.start(t, b)
 	env := NewEnvelope("a1", 1, Ping{N: 42})
 	env.Metadata = eventsource.Metadata{CorrelationID: "corr-1", CausationID: "cause-1", TenantID: "t1",
 		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
@@ -339,6 +366,7 @@ func (s *suite) testTypedSubscription(t *testing.T) {
 	if _, err := b.Subscribe(Pong{}.EventType(), pongs); err != nil {
 		t.Fatal(err)
 	}
+	s.start(t, b)
 	if err := b.Publish(s.ctx(t), NewEnvelope("a1", 1, Ping{N: 7}), NewEnvelope("a1", 2, Pong{N: 8})); err != nil {
 		t.Fatal(err)
 	}
@@ -359,11 +387,12 @@ func (s *suite) testTypedSubscription(t *testing.T) {
 func (s *suite) testTwoHandlersEachOnce(t *testing.T) {
 	b := s.open(t, namespace(t), "")
 	r1, r2 := NewRecorder(), NewRecorder()
-	for _, r := range []*Recorder{r1, r2} {
-		if _, err := b.Subscribe(Ping{}.EventType(), r); err != nil {
+	for i, r := range []*Recorder{r1, r2} {
+		if _, err := b.Subscribe(Ping{}.EventType(), r, bus.WithName(fmt.Sprint("h", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
+	s.start(t, b)
 	env := NewEnvelope("a1", 1, Ping{N: 1})
 	if err := b.Publish(s.ctx(t), env); err != nil {
 		t.Fatal(err)
@@ -379,13 +408,14 @@ func (s *suite) testTwoHandlersEachOnce(t *testing.T) {
 func (s *suite) testUnsubscribe(t *testing.T) {
 	b := s.open(t, namespace(t), "")
 	gone, stays := NewRecorder(), NewRecorder()
-	sub, err := b.Subscribe(Ping{}.EventType(), gone)
+	sub, err := b.Subscribe(Ping{}.EventType(), gone, bus.WithName("gone"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Subscribe(Ping{}.EventType(), stays); err != nil {
+	if _, err := b.Subscribe(Ping{}.EventType(), stays, bus.WithName("stays")); err != nil {
 		t.Fatal(err)
 	}
+	s.start(t, b)
 	first := NewEnvelope("a1", 1, Ping{N: 1})
 	if err := b.Publish(s.ctx(t), first); err != nil {
 		t.Fatal(err)
@@ -414,6 +444,7 @@ func (s *suite) testWildcard(t *testing.T) {
 	if _, err := b.SubscribeAll(rec); err != nil {
 		t.Fatal(err)
 	}
+	s.start(t, b)
 	want := []eventsource.Envelope{
 		NewEnvelope("a1", 1, Ping{N: 1}),
 		NewEnvelope("a1", 2, Pong{N: 2}),
@@ -436,11 +467,12 @@ func (s *suite) testFailingHandlerIsolated(t *testing.T) {
 	ok := NewRecorder()
 	failing := bus.HandlerFunc(func(context.Context, eventsource.Envelope) error { return errors.New("boom") })
 	panicking := bus.HandlerFunc(func(context.Context, eventsource.Envelope) error { panic("kaboom") })
-	for _, h := range []bus.Handler{failing, panicking, ok} {
-		if _, err := b.Subscribe(Ping{}.EventType(), h); err != nil {
+	for i, h := range []bus.Handler{failing, panicking, ok} {
+		if _, err := b.Subscribe(Ping{}.EventType(), h, bus.WithName(fmt.Sprint("h", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
+	s.start(t, b)
 	want := []eventsource.Envelope{NewEnvelope("a1", 1, Ping{N: 1}), NewEnvelope("a2", 1, Ping{N: 2}), NewEnvelope("a3", 1, Ping{N: 3})}
 	if err := b.Publish(s.ctx(t), want...); err != nil {
 		t.Fatalf("Publish failed because of a handler: %v", err)
@@ -469,6 +501,7 @@ func (s *suite) testBackgroundPublish(t *testing.T) {
 	if _, err := b.SubscribeAll(rec); err != nil {
 		t.Fatal(err)
 	}
+	s.start(t, b)
 	var want []eventsource.Envelope
 	for i := range 200 {
 		want = append(want, NewEnvelope(fmt.Sprintf("a%d", i%7), int64(i/7+1), Ping{N: i}))
@@ -504,6 +537,7 @@ func (s *suite) testOrderPerAggregate(t *testing.T) {
 			all = append(all, NewEnvelope(fmt.Sprintf("agg-%d", a), int64(v), Ping{N: v}))
 		}
 	}
+	s.start(t, b)
 	// Publish in small batches so a bus that pipelines batches is covered too.
 	for chunk := range slices.Chunk(all, 5) {
 		if err := b.Publish(s.ctx(t), chunk...); err != nil {
@@ -558,6 +592,7 @@ func (s *suite) testProjection(t *testing.T) {
 			declared = append(declared, env)
 		}
 	}
+	s.start(t, b)
 	if err := b.Publish(s.ctx(t), published...); err != nil {
 		t.Fatal(err)
 	}
@@ -586,6 +621,7 @@ func (s *suite) testConcurrentPublishers(t *testing.T) {
 	if _, err := b.Subscribe(Ping{}.EventType(), rec); err != nil {
 		t.Fatal(err)
 	}
+	s.start(t, b)
 	const publishers, each = 16, 100
 	want := make([][]eventsource.Envelope, publishers)
 	var wg sync.WaitGroup
@@ -622,6 +658,7 @@ func (s *suite) testCloseWhilePublishing(t *testing.T) {
 	if _, err := b.SubscribeAll(rec); err != nil {
 		t.Fatal(err)
 	}
+	s.start(t, b)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	accepted := 0
@@ -677,8 +714,8 @@ func (s *suite) testCloseWhilePublishing(t *testing.T) {
 func (s *suite) testStats(t *testing.T) {
 	b := s.open(t, namespace(t), "")
 	h1, h2, wild, pong := NewRecorder(), NewRecorder(), NewRecorder(), NewRecorder()
-	for _, r := range []*Recorder{h1, h2} {
-		if _, err := b.Subscribe(Ping{}.EventType(), r); err != nil {
+	for i, r := range []*Recorder{h1, h2} {
+		if _, err := b.Subscribe(Ping{}.EventType(), r, bus.WithName(fmt.Sprint("h", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -698,6 +735,7 @@ func (s *suite) testStats(t *testing.T) {
 		NewEnvelope("s1", 1, Ping{N: 1}), NewEnvelope("s1", 2, Ping{N: 2}), NewEnvelope("s1", 3, Ping{N: 3}),
 		NewEnvelope("s1", 4, Pong{N: 4}), NewEnvelope("s1", 5, Pong{N: 5}), NewEnvelope("s1", 6, Other{N: 6}),
 	}
+	s.start(t, b)
 	if err := b.Publish(s.ctx(t), events...); err != nil {
 		t.Fatal(err)
 	}
@@ -739,6 +777,7 @@ func (s *suite) testConsumerGroups(t *testing.T) {
 		if _, err := x.b.Subscribe(Ping{}.EventType(), x.r); err != nil {
 			t.Fatal(err)
 		}
+		s.start(t, x.b)
 	}
 	var want []eventsource.Envelope
 	for i := range 300 {
@@ -774,6 +813,7 @@ func (s *suite) testLateSubscriber(t *testing.T) {
 	if _, err := late.Subscribe(Ping{}.EventType(), rec); err != nil {
 		t.Fatal(err)
 	}
+	s.start(t, late)
 	rec.WaitFor(t, len(want), s.features.Timeout)
 	s.drain(t, late)
 	assertSameSet(t, "late subscriber", rec.Got(), want)
@@ -793,6 +833,7 @@ func (s *suite) testCloseStopsGoroutines(t *testing.T) {
 	} else if err != nil {
 		t.Fatal(err)
 	}
+	s.start(t, b)
 	if bg, ok := b.(bus.BackgroundPublisher); ok {
 		if err := bg.PublishAsync(s.ctx(t), NewEnvelope("g1", 1, Ping{N: 1})); err != nil {
 			t.Fatal(err)

@@ -47,6 +47,15 @@ type DeadLetterOptions struct {
 	// Check, if set, runs the bus's own checks at the end of the
 	// max-retries case.
 	Check func(t *testing.T, r DeadLetterResult)
+	// Inject puts raw bytes on the events destination of cfg's namespace
+	// as a producer in another language would: body as it is, with
+	// typeField as the transport's copy of the type (a stream field, a
+	// header) and key as its copy of the aggregate ID. Required.
+	Inject func(t *testing.T, cfg Config, body []byte, typeField, key string)
+	// Oversized, if set, is the size of a record that the broker takes on
+	// the events destination but refuses in the dead-letter destination
+	// once the dead letter's own fields are added; the suite injects one.
+	Oversized int
 }
 
 // RunDeadLetters runs the dead-letter suite: what a failing handler leaves
@@ -59,6 +68,8 @@ func RunDeadLetters(t *testing.T, opts DeadLetterOptions, factory DeadLetterFact
 	t.Run("MaxRetriesThenReplay", s.testMaxRetriesThenReplay)
 	t.Run("ListPagesThenReplayAll", s.testListPagesThenReplayAll)
 	t.Run("Purge", s.testPurge)
+	t.Run("ReplayAfterRedeploy", s.testReplayAfterRedeploy)
+	t.Run("EveryMessageSettled", s.testEveryMessageSettled)
 }
 
 type dlSuite struct {
@@ -174,6 +185,8 @@ func (s *dlSuite) testMaxRetriesThenReplay(t *testing.T) {
 	if _, err := other.SubscribeAll(otherGroup); err != nil {
 		t.Fatal(err)
 	}
+	start(t, b, s.opts.Timeout)
+	start(t, other, s.opts.Timeout)
 	env := NewEnvelope("dl", 1, Ping{N: 1})
 	env.Metadata.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	start := time.Now()
@@ -269,6 +282,7 @@ func (s *dlSuite) testListPagesThenReplayAll(t *testing.T) {
 	if _, err := b.SubscribeAll(h); err != nil {
 		t.Fatal(err)
 	}
+	start(t, b, s.opts.Timeout)
 	var events []eventsource.Envelope
 	for i := range 5 {
 		events = append(events, NewEnvelope(fmt.Sprint("list-", i), 1, Ping{N: i}))
@@ -336,6 +350,7 @@ func (s *dlSuite) testPurge(t *testing.T) {
 	if _, err := b.SubscribeAll(h); err != nil {
 		t.Fatal(err)
 	}
+	start(t, b, s.opts.Timeout)
 	events := []eventsource.Envelope{
 		NewEnvelope("purge-0", 1, Ping{N: 0}), NewEnvelope("purge-1", 1, Pong{N: 1}), NewEnvelope("purge-2", 1, Other{N: 2}),
 	}

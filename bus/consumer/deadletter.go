@@ -19,7 +19,25 @@ const (
 	ReasonUnknownType Reason = "unknown_type"
 	// ReasonMaxRetries: handlers failed RetryPolicy.MaxRetries times.
 	ReasonMaxRetries Reason = "max_retries"
+	// ReasonTypeMismatch: the transport's copy of the type (a stream
+	// field, a header) disagrees with the envelope's, which is the truth.
+	// Routing on either would be a guess, so neither handler runs.
+	ReasonTypeMismatch Reason = "type_mismatch"
+	// ReasonUnknownHandler: a retry or replay names handlers that are not
+	// subscribed in the process that received it. DeadLetter.Handlers
+	// lists the names; a replay once they are subscribed runs them.
+	ReasonUnknownHandler Reason = "unknown_handler"
+	// ReasonRetryRefused: a handler failed and the broker permanently
+	// refused the message for a broker-side retry (ErrRefused).
+	ReasonRetryRefused Reason = "retry_refused"
 )
+
+// ErrRefused marks a broker's permanent refusal of a write, one that
+// trying again cannot cure (a record over the broker's size limit).
+// Settlers wrap such errors with it, so that the Dispatcher stops retrying:
+// a refused dead letter is stored again without its body, a refused
+// reschedule is dead-lettered instead.
+var ErrRefused = errors.New("consumer: refused by the broker")
 
 // ReasonFor classifies a decoding error.
 func ReasonFor(err error) Reason {
@@ -38,7 +56,7 @@ type DeadLetter struct {
 	Error    string   // the last error's text
 	Attempts int      // how many times handlers were attempted
 	Group    string   // the consumer group that gave up
-	Handlers []string // names of the subscriptions that failed (max_retries only)
+	Handlers []string // the subscriptions that failed (max_retries) or are missing (unknown_handler)
 	Time     time.Time
 
 	// What is known of the event; empty when the bytes did not decode.
@@ -50,7 +68,13 @@ type DeadLetter struct {
 
 	Source   string // where the message was read from (stream, queue, topic)
 	SourceID string // its ID there
-	Body     []byte // the original bytes, unchanged
+	Body     []byte // the original bytes, unchanged; empty when BodyDropped
+
+	// BodyDropped: the broker refused the record with the original bytes
+	// (too large), so it was stored without them; Size is their length,
+	// and Source and SourceID say where to find them.
+	BodyDropped bool
+	Size        int
 }
 
 // Admin manages one consumer group's dead letters. Every distributed bus

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,9 +115,8 @@ type Dispatcher struct {
 	seed   maphash.Seed
 
 	routes atomic.Pointer[routeTable]
-	mu     sync.Mutex // guards subs, seq, closed
+	mu     sync.Mutex // guards subs, closed
 	subs   []*subscription
-	seq    uint64
 	closed bool
 
 	gate      sync.RWMutex // Dispatch holds it shared; Close exclusive, to close the queues
@@ -170,7 +170,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		ackerDone: make(chan struct{}),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	d.routes.Store(&routeTable{byType: map[string][]*subscription{}, byName: map[string][]*subscription{}})
+	d.routes.Store(&routeTable{byType: map[string][]*subscription{}, byName: map[string]*subscription{}})
 	d.workers = make([]*worker, cfg.Workers)
 	for i := range d.workers {
 		// The queue can hold every message in flight, so Dispatch, having
@@ -204,17 +204,12 @@ func (d *Dispatcher) DispatchBatch(ctx context.Context, msgs []Message) (int, er
 		return 0, bus.ErrClosed
 	}
 	per := make([][]*item, len(d.workers))
-	var unrouted []Message
 	send := func() {
 		for i, items := range per {
 			if len(items) > 0 {
 				d.workers[i].in <- items
 				per[i] = nil
 			}
-		}
-		if len(unrouted) > 0 {
-			d.sendAcks(unrouted)
-			unrouted = nil
 		}
 	}
 	rt := d.routes.Load()
@@ -235,11 +230,11 @@ func (d *Dispatcher) DispatchBatch(ctx context.Context, msgs []Message) (int, er
 		}
 		d.received.Add(1)
 		d.inFlight.Add(1)
-		if msg.Type != "" && len(msg.Handlers) == 0 && len(rt.match(msg.Type)) == 0 {
-			unrouted = append(unrouted, msg) // not for this group's handlers
-			continue
-		}
 		it := &item{msg: msg, attempts: max(msg.Attempt, 1) - 1}
+		// A type no local handler wants still goes to a worker: the type
+		// copy the transport read is only a hint, and the worker checks it
+		// against the envelope before acknowledging the message unhandled.
+		it.unwanted = msg.Type != "" && len(msg.Handlers) == 0 && len(rt.match(msg.Type)) == 0
 		key := msg.Key
 		if key == "" {
 			it.decoded = true
@@ -261,8 +256,10 @@ type item struct {
 	decoded   bool
 	env       eventsource.Envelope
 	decodeErr error
+	unwanted  bool // the transport's type hint matches no local handler
 	routed    bool
 	pending   []*subscription // handlers still to succeed
+	missing   []string        // handler names a retry or replay wants that are not subscribed
 	attempts  int             // attempts made, earlier deliveries included
 	lastErr   error
 	due       time.Time
@@ -336,6 +333,20 @@ func (w *worker) flushAcks() {
 // reports whether it was parked for a retry.
 func (w *worker) process(it *item) (parked bool) {
 	d := w.d
+	if it.unwanted && !it.decoded {
+		// Read the envelope's type only, not the payload: a message that
+		// is not for this group costs little.
+		typ, err := eventsource.EnvelopeType(it.msg.Body)
+		switch {
+		case err != nil:
+			d.deadLetter(it, ReasonMalformed, err)
+		case typ != it.msg.Type:
+			d.deadLetter(it, ReasonTypeMismatch, typeMismatch(it.msg.Type, typ))
+		default:
+			w.ack(it)
+		}
+		return false
+	}
 	if !it.decoded {
 		it.decoded = true
 		it.env, it.decodeErr = d.codec.Unmarshal(it.msg.Body)
@@ -346,12 +357,26 @@ func (w *worker) process(it *item) (parked bool) {
 	}
 	first := !it.routed
 	if first {
+		if it.msg.Type != "" && it.msg.Type != it.env.Type {
+			d.deadLetter(it, ReasonTypeMismatch, typeMismatch(it.msg.Type, it.env.Type))
+			return false
+		}
 		it.routed = true
 		if it.attempts >= d.cfg.Retry.MaxRetries {
 			d.deadLetter(it, ReasonMaxRetries, fmt.Errorf("delivered %d times without being acknowledged", it.msg.Attempt))
 			return false
 		}
-		it.pending = d.match(&it.env, it.msg.Handlers)
+		var missing []string
+		it.pending, missing = d.match(&it.env, it.msg.Handlers)
+		if len(missing) > 0 {
+			// A retry or replay for handlers this process lacks (another
+			// deploy, a renamed handler): running the others and
+			// acknowledging would lose it for those.
+			it.pending = nil
+			it.missing = it.msg.Handlers
+			d.deadLetter(it, ReasonUnknownHandler, fmt.Errorf("no handler named %s is subscribed in this process", strings.Join(missing, ", ")))
+			return false
+		}
 	}
 	it.attempts++
 	var failed []*subscription
@@ -445,27 +470,25 @@ func (w *worker) releaseAll() {
 	}
 }
 
-// match returns the subscriptions for env, narrowed to the named ones for
-// a replay when any of them is still registered.
-func (d *Dispatcher) match(env *eventsource.Envelope, names []string) []*subscription {
+// match returns the subscriptions for env or, for a retry or replay that
+// names handlers, those of them subscribed here and the names that are not.
+func (d *Dispatcher) match(env *eventsource.Envelope, names []string) (subs []*subscription, missing []string) {
 	rt := d.routes.Load()
-	subs := rt.match(env.Type)
 	if len(names) == 0 {
-		return subs
+		return rt.match(env.Type), nil
 	}
-	var only []*subscription
-	for _, s := range subs {
-		for _, n := range names {
-			if s.name == n {
-				only = append(only, s)
-				break
-			}
+	for _, n := range names {
+		if s, ok := rt.byName[n]; ok && s.wants(env.Type) {
+			subs = append(subs, s)
+		} else {
+			missing = append(missing, n)
 		}
 	}
-	if len(only) == 0 {
-		return subs
-	}
-	return only
+	return subs, missing
+}
+
+func typeMismatch(hint, envelope string) error {
+	return fmt.Errorf("the message's type field says %q, its envelope %q", hint, envelope)
 }
 
 // settled frees the slots of n messages.
@@ -530,12 +553,33 @@ func (d *Dispatcher) deadLetter(it *item, reason Reason, cause error) {
 			rec.EventType = de.Type
 		}
 	}
-	if reason == ReasonMaxRetries {
+	switch reason {
+	case ReasonMaxRetries, ReasonRetryRefused:
 		for _, s := range it.pending {
 			rec.Handlers = append(rec.Handlers, s.name)
 		}
+	case ReasonUnknownHandler:
+		rec.Handlers = it.missing
 	}
-	if !d.settleOrRelease(it, "dead-lettering", func() error { return d.cfg.Settler.DeadLetter(d.ctx, it.msg, rec) }) {
+	store := func() error { return d.cfg.Settler.DeadLetter(d.ctx, it.msg, rec) }
+	ok, refused := d.settleOrRelease(it, "dead-lettering", store)
+	if refused != nil {
+		// Too large with its body, most likely: keep the record, its
+		// origin and reason, and drop the bytes rather than retry forever.
+		d.log.LogAttrs(d.ctx, slog.LevelWarn, "the broker refused the dead letter; storing it without the original bytes",
+			slog.String("group", d.cfg.Group), slog.String("message_id", it.msg.ID),
+			slog.Int("bytes", len(rec.Body)), slog.Any("error", refused))
+		rec.Size, rec.Body, rec.BodyDropped = len(rec.Body), nil, true
+		rec.Error = fmt.Sprintf("%s (the original bytes were dropped: %v)", rec.Error, refused)
+		ok, refused = d.settleOrRelease(it, "dead-lettering", store)
+		if refused != nil {
+			d.log.LogAttrs(d.ctx, slog.LevelError, "the broker refused the dead letter without its bytes too; leaving the message for redelivery",
+				slog.String("group", d.cfg.Group), slog.String("message_id", it.msg.ID), slog.Any("error", refused))
+			d.release([]*item{it})
+			return
+		}
+	}
+	if !ok {
 		return
 	}
 	d.deadLettered.Add(1)
@@ -557,29 +601,38 @@ func (d *Dispatcher) reschedule(it *item) {
 		r.Error = it.lastErr.Error()
 	}
 	rs := d.cfg.Settler.(Rescheduler)
-	if d.settleOrRelease(it, "rescheduling", func() error { return rs.Reschedule(d.ctx, it.msg, r) }) {
+	ok, refused := d.settleOrRelease(it, "rescheduling", func() error { return rs.Reschedule(d.ctx, it.msg, r) })
+	if refused != nil {
+		d.deadLetter(it, ReasonRetryRefused, fmt.Errorf("the broker refused the retry (%v) after: %w", refused, it.lastErr))
+		return
+	}
+	if ok {
 		d.settled(1)
 	}
 }
 
 // settleOrRelease calls settle until the broker accepts it, backing off
 // between tries. If Close gives up first, it releases it and reports false.
-func (d *Dispatcher) settleOrRelease(it *item, what string, settle func() error) bool {
+// A permanent refusal (ErrRefused) is returned at once, it left unsettled.
+func (d *Dispatcher) settleOrRelease(it *item, what string, settle func() error) (ok bool, refused error) {
 	wait := 50 * time.Millisecond
 	for {
 		err := settle()
 		if err == nil {
-			return true
+			return true, nil
+		}
+		if errors.Is(err, ErrRefused) {
+			return false, err
 		}
 		if d.ctx.Err() != nil {
 			d.release([]*item{it})
-			return false
+			return false, nil
 		}
 		d.log.LogAttrs(d.ctx, slog.LevelWarn, what+" failed; will try again",
 			slog.String("group", d.cfg.Group), slog.String("message_id", it.msg.ID), slog.Any("error", err))
 		if !sleep.For(d.ctx, wait) {
 			d.release([]*item{it})
-			return false
+			return false, nil
 		}
 		wait = min(wait*2, 2*time.Second)
 	}

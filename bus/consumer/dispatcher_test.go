@@ -254,8 +254,8 @@ func TestRetriesOnlyFailedHandlers(t *testing.T) {
 		}
 		return nil
 	})
-	for _, h := range []bus.Handler{flaky, healthy, panicky} {
-		if _, err := d.Subscribe("Ping", h); err != nil {
+	for i, h := range []bus.Handler{flaky, healthy, panicky} {
+		if _, err := d.Subscribe("Ping", h, bus.WithName(fmt.Sprint("h", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -431,20 +431,48 @@ func TestRedeliveredTooOftenDeadLettered(t *testing.T) {
 	}
 }
 
-func TestNoSubscriberAcksWithoutDecoding(t *testing.T) {
+// A message no local handler wants is acknowledged after a look at its
+// envelope's type, without decoding the payload (SomeoneElses is not even
+// registered here); one whose type field lies, or whose bytes are not an
+// envelope, is dead-lettered, not acknowledged unhandled.
+func TestUnwantedTypeCheckedAgainstEnvelope(t *testing.T) {
 	d, s := newDispatcher(t, Config{})
-	if _, err := d.Subscribe("Pong", &recorder{}); err != nil {
+	pongs := &recorder{}
+	if _, err := d.Subscribe("Pong", pongs); err != nil {
 		t.Fatal(err)
 	}
-	dispatch(t, d, Message{ID: "1", Type: "SomeoneElses", Body: []byte("not for us"), Attempt: 1})
-	waitUntil(t, "ack", func() bool { a, _, _ := s.snapshot(); return len(a) == 1 })
+	unregistered := []byte(`{"id":"0190b1a4-8c4e-7c3a-9c2e-1b2d3e4f5a6b","type":"SomeoneElses","aggregate_id":"a","data":{"x":1}}`)
+	lying := message(t, envelope("b", 1, Pong{7}))
+	lying.Type = "SomeoneElses" // a typo in a foreign producer's type field
+	wrongCase := message(t, envelope("c", 1, Pong{8}))
+	wrongCase.Type = "pong"
+	dispatch(t, d,
+		Message{ID: "ok", Key: "a", Type: "SomeoneElses", Body: unregistered, Attempt: 1},
+		Message{ID: "garbage", Key: "z", Type: "SomeoneElses", Body: []byte("not for us"), Attempt: 1},
+		lying, wrongCase)
+	waitUntil(t, "settled", func() bool { a, dl, _ := s.snapshot(); return len(a)+len(dl) == 4 })
 	drain(t, d)
-	if _, dead, _ := s.snapshot(); len(dead) != 0 {
-		t.Errorf("dead-lettered %v", dead)
+	acked, dead, _ := s.snapshot()
+	if len(acked) != 1 || acked[0].ID != "ok" {
+		t.Errorf("acked %v; want only the well-formed message of another type", acked)
+	}
+	reasons := map[string]Reason{}
+	for _, r := range dead {
+		reasons[r.SourceID] = r.Reason
+	}
+	want := map[string]Reason{"garbage": ReasonMalformed, lying.ID: ReasonTypeMismatch, wrongCase.ID: ReasonTypeMismatch}
+	if fmt.Sprint(reasons) != fmt.Sprint(want) {
+		t.Errorf("dead letters %v; want %v", reasons, want)
+	}
+	if pongs.len() != 0 {
+		t.Errorf("the Pong handler ran %d times on messages whose type field disagreed", pongs.len())
 	}
 }
 
-func TestReplayRunsOnlyFailedHandlers(t *testing.T) {
+// A retry or replay runs the handlers it names; one naming a handler this
+// process lacks (renamed, or not deployed here) is dead-lettered with
+// the names, not run by the others and acknowledged.
+func TestReplayRunsOnlyNamedHandlers(t *testing.T) {
 	d, s := newDispatcher(t, Config{})
 	fixed, other := &recorder{}, &recorder{}
 	if _, err := d.Subscribe("Ping", fixed, bus.WithName("fixed")); err != nil {
@@ -456,13 +484,46 @@ func TestReplayRunsOnlyFailedHandlers(t *testing.T) {
 	m := message(t, envelope("a", 1, Ping{}))
 	m.Handlers = []string{"fixed"}
 	gone := message(t, envelope("a", 2, Ping{}))
-	gone.Handlers = []string{"renamed"} // no longer registered: every handler runs
+	gone.Handlers = []string{"fixed", "renamed"}
 	dispatch(t, d, m, gone)
-	waitUntil(t, "acks", func() bool { a, _, _ := s.snapshot(); return len(a) == 2 })
+	waitUntil(t, "settled", func() bool { a, dl, _ := s.snapshot(); return len(a) == 1 && len(dl) == 1 })
 	drain(t, d)
-	if fixed.len() != 2 || other.len() != 1 {
-		t.Errorf("fixed %d other %d; want 2, 1", fixed.len(), other.len())
+	if fixed.len() != 1 || other.len() != 0 {
+		t.Errorf("fixed %d other %d; want 1, 0", fixed.len(), other.len())
 	}
+	_, dead, _ := s.snapshot()
+	if r := dead[0]; r.Reason != ReasonUnknownHandler || !slices.Equal(r.Handlers, []string{"fixed", "renamed"}) || r.SourceID != gone.ID {
+		t.Errorf("dead letter %+v; want unknown_handler naming fixed, renamed", r)
+	}
+}
+
+// Default names are derived from the subscription alone, and a name is
+// one handler's: a second subscription under it is refused.
+func TestHandlerNamesStableAndUnique(t *testing.T) {
+	d, _ := newDispatcher(t, Config{})
+	if _, err := d.SubscribeTypes([]string{"Pong", "Ping"}, &recorder{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.SubscribeAll(&recorder{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, again := range []func() error{
+		func() error { _, err := d.SubscribeTypes([]string{"Ping", "Pong"}, &recorder{}); return err },
+		func() error { _, err := d.SubscribeAll(&recorder{}); return err },
+		func() error { _, err := d.Subscribe("Pong", &recorder{}, bus.WithName("Ping,Pong")); return err },
+	} {
+		if err := again(); !errors.Is(err, bus.ErrInvalidSubscription) {
+			t.Errorf("a second subscription under a taken name: %v; want ErrInvalidSubscription", err)
+		}
+	}
+	rt := d.routes.Load()
+	if _, ok := rt.byName["Ping,Pong"]; !ok {
+		t.Errorf("names %v; want the sorted types Ping,Pong", rt.byName)
+	}
+	if _, ok := rt.byName["*"]; !ok {
+		t.Errorf("names %v; want * for the wildcard", rt.byName)
+	}
+	drain(t, d)
 }
 
 func TestUnsubscribeSkipsRetries(t *testing.T) {
@@ -618,7 +679,7 @@ func TestDispatchBatchLargerThanMaxInFlight(t *testing.T) {
 	for i := range 50 {
 		msgs = append(msgs, message(t, envelope(fmt.Sprint("a", i%5), int64(i/5+1), Ping{i})))
 	}
-	msgs = append(msgs, Message{ID: "x", Type: "NobodyWantsThis", Body: []byte("-"), Attempt: 1})
+	msgs = append(msgs, message(t, envelope("x", 1, Pong{}))) // nobody wants it
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if n, err := d.DispatchBatch(ctx, msgs); err != nil || n != len(msgs) {

@@ -25,6 +25,26 @@
 // ReasonUnknownType. A message is acknowledged only after its handlers
 // succeeded or it was dead-lettered.
 //
+// # What is never acknowledged silently
+//
+// The envelope is the truth; Message.Type is the transport's copy (a
+// stream field, a header). A message whose copy disagrees with its
+// envelope is dead-lettered with ReasonTypeMismatch. One that no local
+// handler wants by its copy has its envelope's type read, not its payload,
+// before it is acknowledged. A retry or replay naming handlers that are not
+// subscribed here is dead-lettered with ReasonUnknownHandler and the names,
+// rather than run by the others and acknowledged. A broker's permanent
+// refusal (ErrRefused) is never retried: a dead letter too large is stored
+// without its bytes, a refused retry is dead-lettered.
+//
+// # Handler identity
+//
+// A subscription's name is its identity in retries and dead letters:
+// without bus.WithName it is its sorted event types joined by commas ("*"
+// for a wildcard), and a second subscription under a name in use is
+// refused. Front gives a broker bus the subscription API and the explicit
+// start (bus.Bus, Lifecycle) over a Dispatcher.
+//
 // # Close
 //
 // Close finishes the events already handed to the workers and acknowledges

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -27,7 +26,7 @@ type subscription struct {
 type routeTable struct {
 	byType   map[string][]*subscription // wildcards merged in, registration order
 	wildcard []*subscription
-	byName   map[string][]*subscription
+	byName   map[string]*subscription
 }
 
 func (rt *routeTable) match(eventType string) []*subscription {
@@ -37,14 +36,32 @@ func (rt *routeTable) match(eventType string) []*subscription {
 	return rt.wildcard
 }
 
-// Subscribe registers h for one event type.
+// Subscribe registers h for one event type. A broker bus subscribes
+// through its Front; this registers the handler only.
 func (d *Dispatcher) Subscribe(eventType string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
-	return d.SubscribeTypes([]string{eventType}, h, opts...)
+	return asSubscription(d.subscribeTypes([]string{eventType}, h, opts))
 }
 
-// SubscribeTypes registers h once for several event types, so it sees them
-// in one order (bus.MultiTypeSubscriber).
+// SubscribeTypes registers h once for several event types.
 func (d *Dispatcher) SubscribeTypes(eventTypes []string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
+	return asSubscription(d.subscribeTypes(eventTypes, h, opts))
+}
+
+// SubscribeAll registers h for every event type.
+func (d *Dispatcher) SubscribeAll(h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
+	return asSubscription(d.subscribe(nil, h, opts))
+}
+
+// asSubscription keeps a nil *subscription from becoming a non-nil
+// interface.
+func asSubscription(s *subscription, err error) (bus.Subscription, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (d *Dispatcher) subscribeTypes(eventTypes []string, h bus.Handler, opts []bus.SubscribeOption) (*subscription, error) {
 	if len(eventTypes) == 0 {
 		return nil, fmt.Errorf("%w: no event types", bus.ErrInvalidSubscription)
 	}
@@ -54,28 +71,33 @@ func (d *Dispatcher) SubscribeTypes(eventTypes []string, h bus.Handler, opts ...
 	return d.subscribe(slices.Compact(slices.Sorted(slices.Values(eventTypes))), h, opts)
 }
 
-// SubscribeAll registers h for every event type.
-func (d *Dispatcher) SubscribeAll(h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
-	return d.subscribe(nil, h, opts)
+// DefaultHandlerName is the name of a subscription made without
+// bus.WithName: its sorted event types joined by commas, or "*" for a
+// wildcard. It depends on nothing but the subscription, so it is the same
+// in every process and deploy (see bus.Bus, Handler identity).
+func DefaultHandlerName(sortedTypes []string) string {
+	if sortedTypes == nil {
+		return "*"
+	}
+	return strings.Join(sortedTypes, ",")
 }
 
-func (d *Dispatcher) subscribe(types []string, h bus.Handler, opts []bus.SubscribeOption) (bus.Subscription, error) {
+func (d *Dispatcher) subscribe(types []string, h bus.Handler, opts []bus.SubscribeOption) (*subscription, error) {
 	if h == nil {
 		return nil, fmt.Errorf("%w: nil handler", bus.ErrInvalidSubscription)
+	}
+	cfg := bus.ApplySubscribeOptions(DefaultHandlerName(types), opts)
+	if cfg.Async != nil {
+		return nil, fmt.Errorf("%w: Async is for the in-process bus; broker-backed buses deliver from their own workers", bus.ErrInvalidSubscription)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return nil, bus.ErrClosed
 	}
-	d.seq++
-	fallback := "*"
-	if types != nil {
-		fallback = strings.Join(types, ",")
-	}
-	cfg := bus.ApplySubscribeOptions(fallback+"#"+strconv.FormatUint(d.seq, 10), opts)
-	if cfg.Async != nil {
-		return nil, fmt.Errorf("%w: Async is for the in-process bus; broker-backed buses deliver from their own workers", bus.ErrInvalidSubscription)
+	if _, taken := d.routes.Load().byName[cfg.Name]; taken {
+		return nil, fmt.Errorf("%w: a handler named %q is subscribed already; a name identifies one handler in retries and dead letters, so give each its own with bus.WithName",
+			bus.ErrInvalidSubscription, cfg.Name)
 	}
 	s := &subscription{d: d, name: cfg.Name, types: types, handler: h}
 	d.subs = append(d.subs, s)
@@ -100,9 +122,9 @@ func (s *subscription) Unsubscribe() error {
 }
 
 func (d *Dispatcher) rebuildLocked() {
-	rt := &routeTable{byType: map[string][]*subscription{}, byName: map[string][]*subscription{}}
+	rt := &routeTable{byType: map[string][]*subscription{}, byName: map[string]*subscription{}}
 	for _, s := range d.subs {
-		rt.byName[s.name] = append(rt.byName[s.name], s)
+		rt.byName[s.name] = s
 		if s.types == nil {
 			rt.wildcard = append(rt.wildcard, s)
 			continue
@@ -121,6 +143,11 @@ func (d *Dispatcher) rebuildLocked() {
 		rt.byType[t] = merged
 	}
 	d.routes.Store(rt)
+}
+
+// wants reports whether s is subscribed to eventType.
+func (s *subscription) wants(eventType string) bool {
+	return s.types == nil || slices.Contains(s.types, eventType)
 }
 
 // HasSubscribers reports whether any handler is registered.

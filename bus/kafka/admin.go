@@ -122,6 +122,10 @@ func parseDeadLetter(id string, body []byte, hs []kafkago.Header) consumer.DeadL
 	rec.Attempts, _ = strconv.Atoi(get(hdrAttempts))
 	rec.Version, _ = strconv.ParseInt(get(hdrVersion), 10, 64)
 	rec.Time, _ = time.Parse(time.RFC3339Nano, get(hdrTime))
+	if size := get(hdrDroppedSize); size != "" {
+		rec.BodyDropped = true
+		rec.Size, _ = strconv.Atoi(size)
+	}
 	return rec
 }
 

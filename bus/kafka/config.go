@@ -1,14 +1,17 @@
 package kafka
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -164,6 +167,36 @@ func (c Config) LogValue() slog.Value {
 
 // String is LogValue's text, for %v.
 func (c Config) String() string { return c.LogValue().String() }
+
+// GoString is Go syntax for c with the SASL mechanism shown by its name
+// only, for %#v.
+func (c Config) GoString() string {
+	type config Config // no methods: fmt prints its fields
+	if c.SASL != nil {
+		c.SASL = saslName(c.SASL.Name())
+	}
+	return strings.Replace(fmt.Sprintf("%#v", config(c)), "kafka.config{", "kafka.Config{", 1)
+}
+
+// Format keeps the SASL credentials out of every verb: String covers %v
+// and %s only, and fmt prints the struct's fields, SASL's among them, for
+// %#v, %d and others. %#v prints GoString, every other verb String.
+func (c Config) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, c.GoString())
+		return
+	}
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), c.String())
+}
+
+// saslName stands in for a SASL mechanism in GoString.
+type saslName string
+
+func (n saslName) Name() string { return string(n) }
+
+func (saslName) Start(context.Context) (sasl.StateMachine, []byte, error) {
+	return nil, nil, errors.New("kafka bus: a printed SASL mechanism cannot authenticate")
+}
 
 // WithDefaults returns c with its zero fields set.
 func (c Config) WithDefaults() Config {

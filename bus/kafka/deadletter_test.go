@@ -36,6 +36,20 @@ func TestDeadLetters(t *testing.T) {
 				t.Errorf("Stats.Received = %d, want %d", r.Stats.Received, want)
 			}
 		},
+		Inject: func(t *testing.T, cfg bustest.Config, body []byte, typeField, key string) {
+			tr := &kafkago.Transport{}
+			defer tr.CloseIdleConnections() // no kafka-go goroutine outlives the test
+			w := &kafkago.Writer{Addr: kafkago.TCP(testConfig(t, Config{}).Brokers...), BatchBytes: 8 << 20, RequiredAcks: kafkago.RequireAll, Transport: tr}
+			defer w.Close()
+			err := w.WriteMessages(context.Background(), kafkago.Message{Topic: cfg.Namespace, Key: []byte(key), Value: body,
+				Headers: []kafkago.Header{{Key: hdrEventType, Value: []byte(typeField)}, {Key: hdrAggregateID, Value: []byte(key)}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+		},
+		// Just under the broker's default limit (1,048,588 bytes): taken as
+		// an event, refused as a dead letter with the framework's headers.
+		Oversized: 1<<20 - 200,
 	}, func(t *testing.T, cfg bustest.Config) bustest.DeadLetterBus {
 		retry := fastRetry
 		if cfg.MaxRetries > 0 {
@@ -67,6 +81,7 @@ func TestRetryDoesNotStallThePartition(t *testing.T) {
 	})); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, b)
 	evs := []eventsource.Envelope{bustest.NewEnvelope("slow", 1, bustest.Ping{})}
 	for i := range 20 {
 		evs = append(evs, bustest.NewEnvelope(fmt.Sprint("fast", i), 1, bustest.Ping{N: i}))
@@ -95,6 +110,7 @@ func TestBadInputDeadLettered(t *testing.T) {
 	if _, err := b.SubscribeAll(bus.HandlerFunc(func(context.Context, eventsource.Envelope) error { handled.Add(1); return nil })); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, b)
 	ctx := context.Background()
 	unknown := `{"id":"0190c0e0-0000-7000-8000-000000000001","type":"NoSuchType","aggregate_id":"x","version":1,"occurred_at":"2026-01-01T00:00:00Z","data":{"a":1}}`
 	if err := b.Publish(ctx, bustest.NewEnvelope("good", 1, bustest.Ping{})); err != nil {
@@ -134,6 +150,7 @@ func TestNoGoroutineOutlivesClose(t *testing.T) {
 	if _, err := b.SubscribeAll(rec); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, b)
 	if err := b.Publish(context.Background(), bustest.NewEnvelope("l", 1, bustest.Ping{})); err != nil {
 		t.Fatal(err)
 	}

@@ -18,23 +18,30 @@
 //	content-type   application/json
 //	traceparent, tracestate   the W3C trace context, when the envelope has one
 //
-// are copies for routing and inspection: consumers decode only the value
-// (a message no local handler wants, by es-event-type, is skipped without
-// decoding). A retried event carries its original headers plus es-attempt
+// are copies for routing and inspection; the value is the truth. A record
+// no local handler wants, by es-event-type, has only its envelope's type
+// read before it is committed; one whose es-event-type disagrees with its
+// envelope is dead-lettered with reason type_mismatch. A retried event carries its original headers plus es-attempt
 // (the delivery it will be), es-retry-at (Unix milliseconds), es-handlers
 // (JSON array of the subscriptions that failed), es-error, and
 // es-origin-topic, es-origin-partition, es-origin-offset: where it was
 // first read. A dead letter has the original value and es-reason
-// (malformed, unknown_type or max_retries), es-error, es-attempts,
-// es-group, es-handlers, es-time (RFC 3339) and the origin headers; its
-// key, "topic:partition:offset" of the origin, is its ID in the admin API.
+// (malformed, unknown_type, max_retries, type_mismatch, unknown_handler or
+// retry_refused), es-error, es-attempts, es-group, es-handlers, es-time
+// (RFC 3339) and the origin headers; its key, "topic:partition:offset" of
+// the origin, is its ID in the admin API. A record the client or broker
+// refuses for its size is stored without the original value, with
+// es-dropped-size: the origin headers say where the bytes are. Such
+// refusals are never retried, so one oversized record cannot stall a
+// worker or a partition's commit point.
 // Replaying or purging a record appends a tombstone for that key (header
 // es-tombstone, null value).
 //
 // # Consuming
 //
-// The first subscription joins the group (kafka-go's ConsumerGroup) on the
-// events topics and the retry topic. A new group starts at the oldest
+// Subscriptions are declared first; Start joins the group (kafka-go's
+// ConsumerGroup) on the events topics and the retry topic, so no record of
+// a declared type is committed before its handler exists. A new group starts at the oldest
 // offset. Each assigned partition has its own reader; its events go to a
 // Dispatcher (bus/consumer), which runs events of one aggregate in order
 // and different aggregates concurrently. Events finish out of order, so

@@ -36,6 +36,9 @@ const (
 	hdrGroup     = "es-group"
 	hdrTime      = "es-time"
 	hdrTombstone = "es-tombstone"
+	// Set when the record was stored without the original bytes (too
+	// large): their size; the origin headers say where they are.
+	hdrDroppedSize = "es-dropped-size"
 )
 
 const contentTypeJSON = "application/json"

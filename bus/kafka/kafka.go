@@ -21,10 +21,12 @@ import (
 
 // Bus is the Kafka bus. It implements bus.Bus and bus.MultiTypeSubscriber.
 type Bus struct {
-	closer bus.CloseOnce
-	cfg    Config
-	log    *slog.Logger
-	codec  eventsource.JSONCodec
+	*consumer.Front // Subscribe, SubscribeTypes, SubscribeAll, Start, Stats
+	closer          bus.CloseOnce
+	gate            consumer.Gate
+	cfg             Config
+	log             *slog.Logger
+	codec           eventsource.JSONCodec
 
 	transport *kafkago.Transport // shared by the writer and the admin client
 	client    *kafkago.Client
@@ -34,11 +36,7 @@ type Bus struct {
 	d        *consumer.Dispatcher
 	counters consumer.Counters
 
-	gate   sync.RWMutex // Publish holds it shared, Close exclusive
-	closed bool
-
-	startMu   sync.Mutex // guards group and started
-	started   bool
+	groupMu   sync.Mutex // guards group
 	group     *kafkago.ConsumerGroup
 	loopCtx   context.Context
 	stopLoops context.CancelFunc
@@ -55,7 +53,7 @@ var (
 
 // New validates cfg, checks that the brokers answer and that the events
 // topics exist (creating them if cfg.CreateTopics), and returns a bus.
-// Nothing is consumed until the first subscription.
+// Nothing is consumed until Start.
 func New(ctx context.Context, cfg Config) (*Bus, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -104,6 +102,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, err
 	}
 	b.d = d
+	b.Front = consumer.NewFront(d, transport{b}, &b.gate)
 	b.loopCtx, b.stopLoops = context.WithCancel(context.Background())
 	return b, nil
 }
@@ -129,20 +128,13 @@ func (b *Bus) Topics() []string { return b.cfg.Topics() }
 // the whole call before anything is sent. On error some events may have
 // been written; publishing again can duplicate them.
 func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error {
-	b.gate.RLock()
-	defer b.gate.RUnlock()
-	if b.closed {
-		return bus.ErrClosed
+	if ok, err := b.gate.EnterPublish(events); !ok {
+		return err
 	}
-	if len(events) == 0 {
-		return nil
-	}
+	defer b.gate.Leave()
 	msgs := make([]kafkago.Message, len(events))
 	for i := range events {
 		env := &events[i]
-		if env.Type == "" || env.Event == nil {
-			return fmt.Errorf("%w: envelope %d has no type or no payload", eventsource.ErrInvalidEvent, i)
-		}
 		topic := b.cfg.topicFor(env.AggregateType)
 		if topic == "" {
 			return fmt.Errorf("%w: envelope %d: aggregate type %q has no topic (Config.AggregateTypes)", eventsource.ErrInvalidEvent, i, env.AggregateType)
@@ -158,58 +150,21 @@ func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error
 		b.counters.Published.Add(uint64(len(msgs)))
 		return nil
 	}
-	var werrs kafkago.WriteErrors
-	if errors.As(err, &werrs) {
-		ok := len(msgs) - werrs.Count()
-		b.counters.Published.Add(uint64(ok))
-		return fmt.Errorf("kafka bus: publish: %d of %d events written: %w", ok, len(msgs), err)
-	}
-	return fmt.Errorf("kafka bus: publish: %w", err)
+	written, err := publishError(events, err)
+	b.counters.Published.Add(uint64(written))
+	return err
 }
 
-// Subscribe registers h for one event type; the first subscription joins
-// the consumer group.
-func (b *Bus) Subscribe(eventType string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
-	return b.start(b.d.Subscribe(eventType, h, opts...))
-}
+// transport starts the Kafka side of consuming for the Front.
+type transport struct{ b *Bus }
 
-// SubscribeTypes registers h once for several types (bus.MultiTypeSubscriber).
-func (b *Bus) SubscribeTypes(eventTypes []string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
-	return b.start(b.d.SubscribeTypes(eventTypes, h, opts...))
-}
-
-// SubscribeAll registers h for every event type.
-func (b *Bus) SubscribeAll(h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
-	return b.start(b.d.SubscribeAll(h, opts...))
-}
-
-func (b *Bus) start(s bus.Subscription, err error) (bus.Subscription, error) {
-	if err != nil {
-		return nil, err
-	}
-	b.gate.RLock()
-	defer b.gate.RUnlock()
-	if b.closed {
-		_ = s.Unsubscribe()
-		return nil, bus.ErrClosed
-	}
-	b.startMu.Lock()
-	defer b.startMu.Unlock()
-	if b.started {
-		return s, nil
-	}
-	if err := b.joinGroup(); err != nil {
-		_ = s.Unsubscribe()
-		return nil, err
-	}
-	b.started = true
-	return s, nil
-}
+// StartConsuming joins the consumer group.
+func (t transport) StartConsuming(ctx context.Context) error { return t.b.joinGroup(ctx) }
 
 // joinGroup makes sure the group's retry and dead-letter topics exist and
 // starts consuming.
-func (b *Bus) joinGroup() error {
-	ctx, cancel := context.WithTimeout(b.loopCtx, b.cfg.DialTimeout+5*time.Second)
+func (b *Bus) joinGroup(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout+5*time.Second)
 	defer cancel()
 	if err := b.ensureTopics(ctx, []string{b.cfg.retryTopic()}, b.cfg.Partitions); err != nil {
 		return err
@@ -229,7 +184,9 @@ func (b *Bus) joinGroup() error {
 	if err != nil {
 		return fmt.Errorf("kafka bus: consumer group %q: %w", b.cfg.Group, err)
 	}
+	b.groupMu.Lock()
 	b.group = g
+	b.groupMu.Unlock()
 	b.loops.Go(b.consumeLoop)
 	return nil
 }
@@ -464,10 +421,6 @@ func (b *Bus) toMessage(p *partition, m kafkago.Message) (consumer.Message, time
 	return msg, due
 }
 
-// Stats returns the bus's counters. Reconnects counts the times the
-// consumer group was joined again after failing.
-func (b *Bus) Stats() bus.Stats { return b.d.Stats() }
-
 // Generations returns how many group generations (assignments after a
 // join or rebalance) this member has had.
 func (b *Bus) Generations() uint64 { return b.generations.Load() }
@@ -491,14 +444,12 @@ func (b *Bus) Close(ctx context.Context) error {
 }
 
 func (b *Bus) close(ctx context.Context) error {
-	b.gate.Lock()
-	b.closed = true
-	b.gate.Unlock()
+	b.gate.Shut()
 
 	b.stopLoops()
-	b.startMu.Lock()
+	b.groupMu.Lock()
 	group := b.group
-	b.startMu.Unlock()
+	b.groupMu.Unlock()
 	stopped := make(chan struct{})
 	go func() {
 		if group != nil {

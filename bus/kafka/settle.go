@@ -93,7 +93,7 @@ func (s settler) Reschedule(ctx context.Context, msg consumer.Message, r consume
 	)
 	err := b.writer.WriteMessages(ctx, kafkago.Message{Topic: b.cfg.retryTopic(), Key: []byte(msg.Key), Value: msg.Body, Headers: hs})
 	if err != nil {
-		return fmt.Errorf("kafka bus: write to retry topic: %w", err)
+		return fmt.Errorf("kafka bus: write to retry topic: %w", refusal(err))
 	}
 	rf.p.settle(rf.offset)
 	return nil
@@ -126,13 +126,16 @@ func (s settler) DeadLetter(ctx context.Context, msg consumer.Message, rec consu
 			hs = append(hs, kafkago.Header{Key: k, Value: []byte(v)})
 		}
 	}
+	if rec.BodyDropped {
+		hs = append(hs, kafkago.Header{Key: hdrDroppedSize, Value: strconv.AppendInt(nil, int64(rec.Size), 10)})
+	}
 	body := rec.Body
 	if body == nil {
 		body = []byte{} // a nil value would be a Kafka tombstone
 	}
 	err := b.writer.WriteMessages(ctx, kafkago.Message{Topic: b.cfg.dlqTopic(), Key: []byte(recordID(topic, part, off)), Value: body, Headers: hs})
 	if err != nil {
-		return fmt.Errorf("kafka bus: write to dead-letter topic: %w", err)
+		return fmt.Errorf("kafka bus: write to dead-letter topic: %w", refusal(err))
 	}
 	rf.p.settle(rf.offset)
 	return nil

@@ -92,6 +92,9 @@ func parseDeadLetter(d *amqp.Delivery) consumer.DeadLetter {
 		_ = json.Unmarshal([]byte(h), &rec.Handlers)
 	}
 	rec.Time, _ = time.Parse(time.RFC3339Nano, str(hTime))
+	if size := headerInt(d.Headers, hDroppedSize); size > 0 {
+		rec.BodyDropped, rec.Size = true, size
+	}
 	return rec
 }
 
@@ -214,4 +217,81 @@ func (a admin) Purge(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("rabbitmq bus: purge dead letters: %w", err)
 	}
 	return int64(n), nil
+}
+
+// DeleteOption changes what DeleteGroup deletes.
+type DeleteOption func(*deleteOptions)
+
+type deleteOptions struct{ exchange bool }
+
+// IncludeExchange makes DeleteGroup delete the exchange too. Every group
+// of the exchange consumes through it and every publisher sends to it:
+// delete it only when no bus uses it any more.
+func IncludeExchange() DeleteOption { return func(o *deleteOptions) { o.exchange = true } }
+
+// DeleteGroup deletes the queues of cfg's group (Config.Names: its queue,
+// retry queues and dead-letter queue), with the messages in them, using
+// cfg's URL, TLS and DialTimeout. Objects that do not exist are skipped.
+// The exchange stays unless IncludeExchange is given. Tools and tests use
+// it; a bus never deletes its topology. Close the group's buses first: a
+// running one loses its consumer and declares the queues again when it
+// reconnects.
+func DeleteGroup(ctx context.Context, cfg Config, opts ...DeleteOption) error {
+	var o deleteOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cfg = cfg.WithDefaults()
+	if _, err := parseURL(cfg.URL); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(cfg.ConnectionName + " (delete group)")
+	conn, err := dialContext(ctx, cfg.URL,
+		amqp.Config{Heartbeat: cfg.Heartbeat, TLSClientConfig: cfg.TLS, Properties: props, Locale: "en_US"}, cfg.DialTimeout)
+	if err != nil {
+		return fmt.Errorf("rabbitmq bus: delete group %q: connect to %s: %w", cfg.Group, cfg.RedactedURL(), err)
+	}
+	release := guardConn(ctx, conn) // amqp091's calls, Close's too, take no ctx
+	err = deleteTopology(conn, cfg.Names(), o.exchange)
+	if cerr := conn.Close(); err == nil && !errors.Is(cerr, amqp.ErrClosed) {
+		err = cerr
+	}
+	if err = release(err); err != nil {
+		return fmt.Errorf("rabbitmq bus: delete group %q: %w", cfg.Group, err)
+	}
+	return nil
+}
+
+// deleteTopology deletes the group's queues and, if exchange, the
+// exchange. A refusal closes the channel, so each object gets its own.
+func deleteTopology(conn *amqp.Connection, n Names, exchange bool) error {
+	type object struct {
+		what, name string
+		del        func(ch *amqp.Channel) error
+	}
+	var objs []object
+	for _, q := range append([]string{n.Queue, n.DeadLetterQueue}, n.RetryQueues...) {
+		objs = append(objs, object{"queue", q, func(ch *amqp.Channel) error {
+			_, err := ch.QueueDelete(q, false, false, false)
+			return err
+		}})
+	}
+	if exchange {
+		objs = append(objs, object{"exchange", n.Exchange, func(ch *amqp.Channel) error {
+			return ch.ExchangeDelete(n.Exchange, false, false)
+		}})
+	}
+	var errs []error
+	for _, o := range objs {
+		ch, err := conn.Channel()
+		if err != nil {
+			return errors.Join(append(errs, fmt.Errorf("open channel: %w", err))...) // the connection is gone
+		}
+		if err := o.del(ch); err != nil && !notFound(err) {
+			errs = append(errs, fmt.Errorf("delete %s %q: %w", o.what, o.name, err))
+		}
+		_ = ch.Close()
+	}
+	return errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"strconv"
@@ -92,6 +93,27 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("url", c.RedactedURL()), slog.String("exchange", c.Exchange),
 		slog.String("group", c.Group), slog.Bool("quorum", c.QuorumQueues))
+}
+
+// String is LogValue's text: %v and %s print it, without the password.
+func (c Config) String() string { return c.LogValue().String() }
+
+// GoString is Go syntax for c with the URL's password redacted, for %#v.
+func (c Config) GoString() string {
+	type config Config // no methods: fmt prints its fields
+	c.URL = c.RedactedURL()
+	return strings.Replace(fmt.Sprintf("%#v", config(c)), "rabbitmq.config{", "rabbitmq.Config{", 1)
+}
+
+// Format keeps the password out of every verb: fmt would print the
+// struct's fields for %+v, %#v, %d and others, the URL among them. %#v
+// prints GoString, every other verb String.
+func (c Config) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, c.GoString())
+		return
+	}
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), c.String())
 }
 
 // WithDefaults returns c with its zero fields set.
@@ -233,9 +255,11 @@ type Names struct {
 	RetryQueues     []string // delay queues, one per failed-attempt count (1 … MaxRetries-1)
 }
 
-// Names returns the broker objects c uses (after WithDefaults), for tools
-// and tests that inspect or delete them.
+// Names returns the broker objects a bus with this config uses, defaults
+// applied, for tools and tests that inspect or delete them (see
+// DeleteGroup).
 func (c Config) Names() Names {
+	c = c.WithDefaults()
 	q := c.Exchange + "." + c.Group
 	n := Names{Exchange: c.Exchange, Queue: q, DeadLetterQueue: q + ".dlq"}
 	for k := 1; k < c.Retry.MaxRetries; k++ {

@@ -273,9 +273,12 @@ func (s settler) DeadLetter(ctx context.Context, msg consumer.Message, rec consu
 	if _, ok := h[hVersion]; !ok && rec.Version != 0 {
 		h[hVersion] = rec.Version
 	}
+	if rec.BodyDropped {
+		h[hDroppedSize] = int64(rec.Size)
+	}
 	out := outgoing{key: b.names.DeadLetterQueue, msg: amqp.Publishing{
 		Headers: h, ContentType: "application/json", DeliveryMode: amqp.Persistent,
-		MessageId: r.msgID, Timestamp: rec.Time, Body: msg.Body,
+		MessageId: r.msgID, Timestamp: rec.Time, Body: rec.Body,
 	}}
 	return s.forward(ctx, r, out)
 }

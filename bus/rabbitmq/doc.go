@@ -48,8 +48,12 @@
 //
 // # Consuming
 //
-// The first subscription declares the group's queues and starts a consumer
-// with basic.qos Prefetch. A Dispatcher (bus/consumer) runs the handlers;
+// Subscriptions are declared first; Start declares the group's queues,
+// binds them for every declared type and starts a consumer with basic.qos
+// Prefetch. Nothing is consumed before Start, so a durable queue's backlog
+// waits for every handler to exist. The type header is a copy: a message
+// whose header disagrees with its envelope is dead-lettered with reason
+// type_mismatch. A Dispatcher (bus/consumer) runs the handlers;
 // a message is acked once its handlers succeeded. Acks are batched with
 // multiple=true up to the highest delivery tag below which every tag is
 // settled. A failed event is published to the delay queue for its attempt
@@ -78,8 +82,8 @@
 //     the queue, so two members can run events of one aggregate
 //     concurrently; use one member per group where order across processes
 //     matters.
-//   - No persistence before subscription: a group's queue exists from its
-//     first Subscribe; events published before are not delivered to it
+//   - No persistence before the group exists: its queue exists from its
+//     first Start; events published before are not delivered to it
 //     (with the mandatory flag, publishing them fails if no queue at all
 //     wants them).
 //   - Members of one group must subscribe to the same types: the group's

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -41,17 +40,20 @@ const (
 	hTime         = "es-dead-lettered-at"
 	hSource       = "es-source"
 	hSourceID     = "es-source-id"
+	hDroppedSize  = "es-dropped-size" // the record was stored without its bytes, this many
 )
 
 // Bus is the RabbitMQ bus. It implements bus.Bus and
 // bus.MultiTypeSubscriber.
 type Bus struct {
-	closer  bus.CloseOnce
-	cfg     Config
-	log     *slog.Logger
-	names   Names
-	codec   eventsource.JSONCodec
-	dialCfg amqp.Config
+	*consumer.Front // Subscribe, SubscribeTypes, SubscribeAll, Start, Stats
+	closer          bus.CloseOnce
+	gate            consumer.Gate
+	cfg             Config
+	log             *slog.Logger
+	names           Names
+	codec           eventsource.JSONCodec
+	dialCfg         amqp.Config
 
 	d        *consumer.Dispatcher
 	counters consumer.Counters
@@ -63,10 +65,8 @@ type Bus struct {
 
 	topoMu  sync.Mutex     // serializes topology changes; guards what follows
 	keys    map[string]int // binding keys wanted, with how many subscriptions want each
-	consume bool           // the first subscription was made
+	consume bool           // Start was called
 
-	gate    sync.RWMutex // Publish and Subscribe hold it shared, Close exclusive
-	closed  bool
 	closing chan struct{} // closed when Close starts: wakes waits for a connection
 
 	runCtx   context.Context // the supervisor's; cancelled at the end of Close
@@ -105,7 +105,7 @@ type session struct {
 }
 
 // New validates cfg, connects, declares the exchange and returns a bus.
-// Queues are declared and consuming starts with the first subscription.
+// Queues are declared, bound and consumed from Start.
 func New(ctx context.Context, cfg Config) (*Bus, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -134,6 +134,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, err
 	}
 	b.d = d
+	b.Front = consumer.NewFront(d, transport{b}, &b.gate)
 	b.runCtx, b.stopRun = context.WithCancel(context.Background())
 	b.readCtx, b.stopRead = context.WithCancel(context.Background())
 	s, err := b.connect(ctx)
@@ -162,22 +163,7 @@ func (b *Bus) Names() Names { return b.names }
 
 // dial opens a connection; the dial honours ctx and DialTimeout.
 func (b *Bus) dial(ctx context.Context) (*amqp.Connection, error) {
-	cfg := b.dialCfg
-	cfg.Dial = func(network, addr string) (net.Conn, error) {
-		dctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
-		defer cancel()
-		conn, err := (&net.Dialer{}).DialContext(dctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		// Bound the TLS and AMQP handshakes too; amqp091 clears it after.
-		if err := conn.SetDeadline(time.Now().Add(b.cfg.DialTimeout)); err != nil {
-			_ = conn.Close()
-			return nil, err
-		}
-		return conn, nil
-	}
-	conn, err := amqp.DialConfig(b.cfg.URL, cfg)
+	conn, err := dialContext(ctx, b.cfg.URL, b.dialCfg, b.cfg.DialTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("rabbitmq bus: connect to %s: %w", b.cfg.RedactedURL(), scrub(err, b.cfg.URL))
 	}
@@ -200,8 +186,10 @@ func (b *Bus) connect(ctx context.Context) (s *session, err error) {
 	if err != nil {
 		return nil, err
 	}
+	release := guardConn(ctx, conn) // amqp091's calls below take no ctx
 	s = &session{b: b, gen: b.gen.Add(1), conn: conn, lost: make(chan struct{}), bound: map[string]bool{}}
 	defer func() {
+		err = release(err)
 		if err != nil {
 			s.fail(err)
 			_ = conn.Close()
@@ -431,8 +419,8 @@ func (b *Bus) startConsuming(s *session) error {
 
 // syncTopology applies the wanted topology on the live session, waiting
 // for a reconnect if needed, within OpTimeout.
-func (b *Bus) syncTopology() error {
-	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.OpTimeout)
+func (b *Bus) syncTopology(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.OpTimeout)
 	defer cancel()
 	for {
 		s, err := b.waitSession(ctx)
@@ -478,14 +466,10 @@ func isRefused(err error) bool {
 // that ctx or Close cut short, are reported in a *PublishError. An invalid
 // envelope fails the whole call before anything is sent.
 func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error {
-	b.gate.RLock()
-	defer b.gate.RUnlock()
-	if b.closed {
-		return bus.ErrClosed
+	if ok, err := b.gate.EnterPublish(events); !ok {
+		return err
 	}
-	if len(events) == 0 {
-		return nil
-	}
+	defer b.gate.Leave()
 	msgs := make([]outgoing, len(events))
 	for i := range events {
 		if err := b.prepare(&events[i], &msgs[i]); err != nil {
@@ -537,9 +521,6 @@ func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error
 
 // prepare checks and encodes one envelope.
 func (b *Bus) prepare(env *eventsource.Envelope, out *outgoing) error {
-	if env.Type == "" || env.Event == nil {
-		return fmt.Errorf("%w: no type or no payload", eventsource.ErrInvalidEvent)
-	}
 	if err := ValidateTypeName(env.Type); err != nil {
 		return err
 	}
@@ -571,89 +552,88 @@ func (b *Bus) prepare(env *eventsource.Envelope, out *outgoing) error {
 	return nil
 }
 
-// Subscribe registers h for one event type and binds "*.{type}" to the
-// group's queue; the first subscription starts the consumer.
-func (b *Bus) Subscribe(eventType string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
-	return b.SubscribeTypes([]string{eventType}, h, opts...)
-}
+// transport is the RabbitMQ side of the Front: it binds "*.{type}" (or
+// "#" for a wildcard) to the group's queue for each subscription, and
+// starts consuming.
+type transport struct{ b *Bus }
 
-// SubscribeTypes registers h once for several types (bus.MultiTypeSubscriber).
-func (b *Bus) SubscribeTypes(eventTypes []string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
-	keys := make([]string, 0, len(eventTypes))
-	for _, t := range eventTypes {
-		if t == "" {
-			continue // the dispatcher refuses it below
-		}
+// bindingKeys returns the keys a subscription to types needs, checking
+// that AMQP can route them.
+func bindingKeys(types []string) ([]string, error) {
+	if types == nil {
+		return []string{"#"}, nil
+	}
+	keys := make([]string, 0, len(types))
+	for _, t := range types {
 		if err := ValidateTypeName(t); err != nil {
 			return nil, fmt.Errorf("%w: %w", bus.ErrInvalidSubscription, err)
 		}
 		keys = append(keys, "*."+t)
 	}
-	return b.subscribe(keys, func() (bus.Subscription, error) { return b.d.SubscribeTypes(eventTypes, h, opts...) })
+	return keys, nil
 }
 
-// SubscribeAll registers h for every event type and binds "#".
-func (b *Bus) SubscribeAll(h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
-	return b.subscribe([]string{"#"}, func() (bus.Subscription, error) { return b.d.SubscribeAll(h, opts...) })
-}
-
-func (b *Bus) subscribe(keys []string, register func() (bus.Subscription, error)) (bus.Subscription, error) {
-	b.gate.RLock()
-	defer b.gate.RUnlock()
-	if b.closed {
-		return nil, bus.ErrClosed
-	}
-	inner, err := register()
+// Bind wants the subscription's keys bound; once started, at once.
+func (t transport) Bind(types []string) error {
+	b := t.b
+	keys, err := bindingKeys(types)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	keys = slices.Compact(slices.Sorted(slices.Values(keys)))
 	b.topoMu.Lock()
 	for _, k := range keys {
 		b.keys[k]++
 	}
+	started := b.consume
+	b.topoMu.Unlock()
+	if !started {
+		return nil
+	}
+	if err := b.syncTopology(context.Background()); err != nil {
+		return errors.Join(err, t.Unbind(types))
+	}
+	return nil
+}
+
+// Unbind drops the subscription's keys; a key no other subscription
+// wants is unbound, unless Close has started: the bindings stay for the
+// group's other members.
+func (t transport) Unbind(types []string) error {
+	b := t.b
+	keys, _ := bindingKeys(types) // Bind checked them
+	b.topoMu.Lock()
+	for _, k := range keys {
+		if b.keys[k]--; b.keys[k] <= 0 {
+			delete(b.keys, k)
+		}
+	}
+	started := b.consume
+	b.topoMu.Unlock()
+	select {
+	case <-b.closing:
+		return nil
+	default:
+	}
+	if !started {
+		return nil
+	}
+	return b.syncTopology(context.Background())
+}
+
+// StartConsuming declares the group's queues, binds them and consumes.
+func (t transport) StartConsuming(ctx context.Context) error {
+	b := t.b
+	b.topoMu.Lock()
 	b.consume = true
 	b.topoMu.Unlock()
-	sub := &subscription{b: b, inner: inner, keys: keys}
-	if err := b.syncTopology(); err != nil {
-		return nil, errors.Join(err, sub.Unsubscribe())
-	}
-	return sub, nil
-}
-
-// subscription removes the handler and, when no other subscription of
-// this bus needs them, its bindings.
-type subscription struct {
-	b     *Bus
-	inner bus.Subscription
-	keys  []string
-	once  sync.Once
-	err   error
-}
-
-func (s *subscription) Unsubscribe() error {
-	s.once.Do(func() {
-		b := s.b
-		s.err = s.inner.Unsubscribe()
+	if err := b.syncTopology(ctx); err != nil {
 		b.topoMu.Lock()
-		for _, k := range s.keys {
-			if b.keys[k]--; b.keys[k] <= 0 {
-				delete(b.keys, k)
-			}
-		}
+		b.consume = false
 		b.topoMu.Unlock()
-		select {
-		case <-b.closing:
-			return // the bindings stay for the group's other members
-		default:
-		}
-		s.err = errors.Join(s.err, b.syncTopology())
-	})
-	return s.err
+		return err
+	}
+	return nil
 }
-
-// Stats returns the bus's counters.
-func (b *Bus) Stats() bus.Stats { return b.d.Stats() }
 
 // DeadLetters returns the admin API of this bus's group's dead letters.
 func (b *Bus) DeadLetters() consumer.Admin { return admin{b} }
@@ -669,9 +649,7 @@ func (b *Bus) Close(ctx context.Context) error {
 
 func (b *Bus) close(ctx context.Context) error {
 	close(b.closing)
-	b.gate.Lock()
-	b.closed = true
-	b.gate.Unlock()
+	b.gate.Shut()
 
 	b.stopRead()
 	b.readers.Wait()

@@ -211,6 +211,7 @@ func TestUnroutableIsAnError(t *testing.T) {
 	if _, err := b.Subscribe("BustestPing", bustest.NewRecorder()); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, b)
 	ctx := context.Background()
 	err := b.Publish(ctx, bustest.NewEnvelope("u", 1, bustest.Ping{}), bustest.NewEnvelope("u", 2, bustest.Pong{}))
 	var perr *PublishError
@@ -242,6 +243,30 @@ func TestDeadLetters(t *testing.T) {
 				t.Errorf("Stats.Received = %d, want %d", r.Stats.Received, want)
 			}
 		},
+		// The routing key is what the group is bound to; the header is the
+		// copy a producer can get wrong.
+		Inject: func(t *testing.T, cfg bustest.Config, body []byte, typeField, key string) {
+			conn, err := amqp.Dial(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ch, err := conn.Channel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ch.Confirm(false); err != nil {
+				t.Fatal(err)
+			}
+			conf, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), cfg.Namespace, "BustestAgg.BustestPing", true, false,
+				amqp.Publishing{Headers: amqp.Table{hEventType: typeField, hAggID: key}, Body: body})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := conf.WaitContext(context.Background()); !ok || err != nil {
+				t.Fatalf("raw publish not confirmed: %v, %v", ok, err)
+			}
+		},
 	}, func(t *testing.T, cfg bustest.Config) bustest.DeadLetterBus {
 		c := Config{URL: url, Registry: cfg.Registry, Exchange: cfg.Namespace, Group: cfg.Group, Retry: fastRetry}
 		if cfg.MaxRetries > 0 {
@@ -270,6 +295,7 @@ func TestBindingsFollowSubscriptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, b)
 	if err := b.Publish(ctx, bustest.NewEnvelope("b", 1, bustest.Ping{}), bustest.NewEnvelope("b", 2, bustest.Pong{})); err != nil {
 		t.Fatal(err)
 	}
@@ -290,6 +316,7 @@ func TestBindingsFollowSubscriptions(t *testing.T) {
 	if _, err := b.SubscribeAll(all); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, b)
 	if err := b.Publish(ctx, bustest.NewEnvelope("b", 5, bustest.Other{})); err != nil {
 		t.Fatal(err)
 	}
@@ -315,6 +342,7 @@ func TestReconnectsAfterConnectionLoss(t *testing.T) {
 	if _, err := b.SubscribeAll(rec); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, b)
 	ctx := context.Background()
 	if err := b.Publish(ctx, bustest.NewEnvelope("r", 1, bustest.Ping{})); err != nil {
 		t.Fatal(err)

@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -55,7 +57,14 @@ type Config struct {
 	Workers     int // handler goroutines; default GOMAXPROCS, at least 4
 	MaxInFlight int // entries read and not yet settled; default 4096
 
-	Logger *slog.Logger // default slog.Default()
+	// Logger receives the bus's logs, and go-redis's lines about the bus:
+	// New routes go-redis's process-wide logger (goredis.SetLogger) to the
+	// bus concerned, once per process, and go-redis's other lines to
+	// slog.Default(). Default slog.Default().
+	Logger *slog.Logger
+	// KeepGoRedisLogger leaves go-redis's process-wide logger alone, for
+	// an application that sets its own with goredis.SetLogger.
+	KeepGoRedisLogger bool
 }
 
 // RedactedURL is URL with any password replaced by "xxxxx".
@@ -66,6 +75,27 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("url", c.RedactedURL()), slog.String("stream_prefix", c.StreamPrefix),
 		slog.String("group", c.Group), slog.String("consumer", c.Consumer))
+}
+
+// String is LogValue's text: %v and %s print it, without the password.
+func (c Config) String() string { return c.LogValue().String() }
+
+// GoString is Go syntax for c with the URL's password redacted, for %#v.
+func (c Config) GoString() string {
+	type config Config // no methods: fmt prints its fields
+	c.URL = c.RedactedURL()
+	return strings.Replace(fmt.Sprintf("%#v", config(c)), "redis.config{", "redis.Config{", 1)
+}
+
+// Format keeps the password out of every verb: fmt would print the
+// struct's fields for %+v, %#v, %d and others, the URL among them. %#v
+// prints GoString, every other verb String.
+func (c Config) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, c.GoString())
+		return
+	}
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), c.String())
 }
 
 // WithDefaults returns c with its zero fields set.

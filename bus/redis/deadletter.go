@@ -15,13 +15,14 @@ import (
 
 // Dead-letter fields, beside the event fields.
 const (
-	fieldReason   = "reason"
-	fieldError    = "error"
-	fieldAttempts = "attempts"
-	fieldGroup    = "group"
-	fieldTime     = "time"
-	fieldSource   = "source"
-	fieldSourceID = "source_id"
+	fieldReason      = "reason"
+	fieldError       = "error"
+	fieldAttempts    = "attempts"
+	fieldGroup       = "group"
+	fieldTime        = "time"
+	fieldSource      = "source"
+	fieldSourceID    = "source_id"
+	fieldDroppedSize = "dropped_size" // stored without the original bytes, this many
 )
 
 // settler acknowledges and dead-letters for the dispatcher.
@@ -49,6 +50,9 @@ func (s settler) Ack(ctx context.Context, msgs []consumer.Message) error {
 		}
 		return nil
 	})
+	if err == nil {
+		b.held.remove(msgs...)
+	}
 	return err
 }
 
@@ -67,6 +71,9 @@ func (s settler) DeadLetter(ctx context.Context, msg consumer.Message, rec consu
 		fieldGroup, rec.Group, fieldHandlers, string(handlers), fieldTime, rec.Time.Format(time.RFC3339Nano),
 		fieldSource, rec.Source, fieldSourceID, rec.SourceID,
 	}
+	if rec.BodyDropped {
+		values = append(values, fieldDroppedSize, strconv.Itoa(rec.Size))
+	}
 	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		p.XAdd(ctx, &goredis.XAddArgs{Stream: b.keys.dlq, ID: "*", Values: values})
 		p.XAck(ctx, msg.Source, b.cfg.Group, msg.ID)
@@ -75,12 +82,15 @@ func (s settler) DeadLetter(ctx context.Context, msg consumer.Message, rec consu
 		}
 		return nil
 	})
+	if err == nil {
+		b.held.remove(msg)
+	}
 	return err
 }
 
 // Release leaves the entries pending: XAUTOCLAIM hands them to a live
 // member after ClaimIdle.
-func (settler) Release(context.Context, []consumer.Message) {}
+func (s settler) Release(_ context.Context, msgs []consumer.Message) { s.b.held.remove(msgs...) }
 
 func decodeHandlers(s string) []string {
 	var names []string
@@ -137,6 +147,10 @@ func parseDeadLetter(m goredis.XMessage) consumer.DeadLetter {
 	rec.Attempts, _ = strconv.Atoi(str(fieldAttempts))
 	rec.Version, _ = strconv.ParseInt(str(fieldVersion), 10, 64)
 	rec.Time, _ = time.Parse(time.RFC3339Nano, str(fieldTime))
+	if size := str(fieldDroppedSize); size != "" {
+		rec.BodyDropped = true
+		rec.Size, _ = strconv.Atoi(size)
+	}
 	return rec
 }
 

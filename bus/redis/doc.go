@@ -23,21 +23,34 @@
 // group's dead-letter stream with the same fields plus reason (malformed,
 // unknown_type or max_retries), error, attempts, group, handlers (JSON
 // array of the subscriptions that failed), time (RFC 3339), source and
-// source_id (the stream and entry it came from). Replay moves the entry,
+// source_id (the stream and entry it came from), and dropped_size when
+// Redis refused the record with its envelope and it was stored without it. Replay moves the entry,
 // all fields kept, to the group's replay stream, atomically.
 //
 // # Consuming
 //
-// The first subscription starts the consumer: it creates the group on the
-// events and replay streams from the start ("0", MKSTREAM), so a group
-// created late catches up on the backlog, then reads both streams with
-// XREADGROUP. Members of one group share the entries; every group gets
+// Subscriptions are declared first; Start creates the group on the events
+// and replay streams from the start ("0", MKSTREAM), so a group created
+// late catches up on the backlog, then reads both streams with XREADGROUP.
+// Nothing is read before Start, so no entry of a declared type is
+// acknowledged before its handler exists. Members of one group share the entries; every group gets
 // every entry. A Dispatcher (bus/consumer) runs the handlers; an entry is
 // XACKed once its handlers succeeded or it was dead-lettered, acks batched.
 // Entries left pending longer than ClaimIdle by a member that stopped are
 // taken over by XAUTOCLAIM, run by every member every ClaimInterval; their
 // delivery count counts as attempts, so a message that keeps killing its
-// consumers is dead-lettered after Retry.MaxRetries deliveries.
+// consumers is dead-lettered after Retry.MaxRetries deliveries. A member
+// never dispatches again an entry it holds (XAUTOCLAIM also returns a
+// member's own idle entries), and every ClaimIdle/4 it resets the idle
+// time of what it holds (XCLAIM JUSTID, which leaves the delivery count
+// alone), so a long handler or a wait for a retry keeps its entry from
+// other members for as long as it lasts.
+//
+// The envelope field is the truth; the others are copies. An entry whose
+// type field disagrees with its envelope's type (in content or in case)
+// is dead-lettered with reason type_mismatch; an entry of a type no local
+// handler wants has its envelope's type read (not its payload) before it
+// is acknowledged.
 //
 // # Guarantees and limits
 //
@@ -48,12 +61,11 @@
 //     members of one group can run events of one aggregate concurrently;
 //     use one member per group where that order matters across processes.
 //   - A replayed dead letter comes after the events that followed it.
-//   - ClaimIdle must exceed the longest handler run plus the retry backoff
-//     (Validate checks the backoff), or a live member's entry is claimed
-//     by another and run twice.
-//   - A bus reads from its first subscription until Close, even with every
-//     subscription removed: entries no handler wants are acknowledged
-//     without being decoded.
+//   - A member that cannot reach Redis for longer than ClaimIdle/2 cannot
+//     keep its entries fresh: another member may claim them and run them
+//     a second time.
+//   - A bus reads from Start until Close, even with every subscription
+//     removed: entries no handler wants are acknowledged.
 //   - The admin API (DeadLetters) works while the bus is open.
 //   - MaxLen trimming is approximate and deletes entries whether or not
 //     every group has read them; it is off by default.

@@ -32,11 +32,13 @@ const (
 // Bus is the Redis Streams bus. It implements bus.Bus and
 // bus.MultiTypeSubscriber.
 type Bus struct {
-	closer bus.CloseOnce
-	cfg    Config
-	log    *slog.Logger
-	keys   keys
-	codec  eventsource.JSONCodec
+	*consumer.Front // Subscribe, SubscribeTypes, SubscribeAll, Start, Stats
+	closer          bus.CloseOnce
+	gate            consumer.Gate
+	cfg             Config
+	log             *slog.Logger
+	keys            keys
+	codec           eventsource.JSONCodec
 
 	client *goredis.Client // publishing, acks, claims, dead letters, admin
 	// reader runs only the blocking XREADGROUP, on a pool of one
@@ -47,12 +49,8 @@ type Bus struct {
 
 	d        *consumer.Dispatcher
 	counters consumer.Counters
+	held     *inFlight
 
-	gate   sync.RWMutex // Publish holds it shared, Close exclusive
-	closed bool
-
-	startOnce sync.Once
-	consuming atomic.Bool // the read and claim loops were started
 	loopCtx   context.Context
 	stopLoops context.CancelFunc
 	loops     sync.WaitGroup
@@ -64,21 +62,22 @@ var (
 )
 
 // New validates cfg, connects, and returns a bus. Nothing is read until
-// the first subscription.
+// Start.
 func New(ctx context.Context, cfg Config) (*Bus, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	opts, _ := parseURL(cfg.URL) // Validate parsed it
-	if cfg.TLS != nil {
-		opts.TLSConfig = cfg.TLS
+	opts, err := clientOptions(cfg)
+	if err != nil {
+		return nil, err
 	}
 	b := &Bus{
 		cfg:   cfg,
 		log:   cfg.Logger.With(slog.String("bus", "redis"), slog.String("group", cfg.Group)),
 		keys:  keysFor(cfg.StreamPrefix, cfg.Group),
 		codec: eventsource.NewJSONCodec(cfg.Registry),
+		held:  newInFlight(),
 	}
 	b.client = goredis.NewClient(opts)
 	readerOpts := *opts
@@ -98,7 +97,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil
 	}
 	b.reader = goredis.NewClient(&readerOpts)
-	if err := b.client.Ping(ctx).Err(); err != nil {
+	if err := ping(ctx, b.client); err != nil {
 		_ = b.client.Close()
 		_ = b.reader.Close()
 		return nil, fmt.Errorf("redis bus: connect to %s: %w", cfg.RedactedURL(), err)
@@ -113,7 +112,8 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, err
 	}
 	b.d = d
-	b.loopCtx, b.stopLoops = context.WithCancel(context.Background())
+	b.Front = consumer.NewFront(d, transport{b}, &b.gate)
+	b.loopCtx, b.stopLoops = context.WithCancel(withGoRedisLogger(context.Background(), b.log))
 	return b, nil
 }
 
@@ -124,21 +124,14 @@ func (b *Bus) Config() Config { return b.cfg }
 // returns once Redis has them. An invalid envelope fails the whole call
 // before anything is sent.
 func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error {
-	b.gate.RLock()
-	defer b.gate.RUnlock()
-	if b.closed {
-		return bus.ErrClosed
+	if ok, err := b.gate.EnterPublish(events); !ok {
+		return err
 	}
-	if len(events) == 0 {
-		return nil
-	}
+	defer b.gate.Leave()
 	args := make([]goredis.XAddArgs, len(events))
 	values := make([]any, 0, 12*len(events)) // one allocation for the batch's fields
 	for i := range events {
 		env := &events[i]
-		if env.Type == "" || env.Event == nil {
-			return fmt.Errorf("%w: envelope %d has no type or no payload", eventsource.ErrInvalidEvent, i)
-		}
 		data, err := b.codec.Marshal(*env)
 		if err != nil {
 			return err
@@ -178,42 +171,22 @@ func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error
 	return nil
 }
 
-// Subscribe registers h for one event type; the first subscription starts
-// the consumer.
-func (b *Bus) Subscribe(eventType string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
-	return b.started(b.d.Subscribe(eventType, h, opts...))
-}
+// transport starts the Redis side of consuming for the Front.
+type transport struct{ b *Bus }
 
-// SubscribeTypes registers h once for several types (bus.MultiTypeSubscriber).
-func (b *Bus) SubscribeTypes(eventTypes []string, h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
-	return b.started(b.d.SubscribeTypes(eventTypes, h, opts...))
-}
-
-// SubscribeAll registers h for every event type.
-func (b *Bus) SubscribeAll(h bus.Handler, opts ...bus.SubscribeOption) (bus.Subscription, error) {
-	return b.started(b.d.SubscribeAll(h, opts...))
-}
-
-func (b *Bus) started(s bus.Subscription, err error) (bus.Subscription, error) {
-	if err != nil {
-		return nil, err
+// StartConsuming creates the group on both streams, from their start, so
+// that a group created late catches up on the backlog, then starts the
+// read and claim loops.
+func (t transport) StartConsuming(ctx context.Context) error {
+	b := t.b
+	if err := b.ensureGroups(ctx); err != nil {
+		return fmt.Errorf("redis bus: start: %w", err)
 	}
-	b.gate.RLock()
-	defer b.gate.RUnlock()
-	if b.closed {
-		_ = s.Unsubscribe()
-		return nil, bus.ErrClosed
-	}
-	b.startOnce.Do(func() {
-		b.consuming.Store(true)
-		b.loops.Go(b.readLoop)
-		b.loops.Go(b.claimLoop)
-	})
-	return s, nil
+	b.loops.Go(b.readLoop)
+	b.loops.Go(b.claimLoop)
+	b.loops.Go(b.refreshLoop)
+	return nil
 }
-
-// Stats returns the bus's counters.
-func (b *Bus) Stats() bus.Stats { return b.d.Stats() }
 
 // DeadLetters returns the admin API of this bus's group's dead letters.
 func (b *Bus) DeadLetters() consumer.Admin { return admin{b} }
@@ -227,9 +200,7 @@ func (b *Bus) Close(ctx context.Context) error {
 }
 
 func (b *Bus) close(ctx context.Context) error {
-	b.gate.Lock()
-	b.closed = true
-	b.gate.Unlock()
+	b.gate.Shut()
 
 	b.stopLoops()
 	err := b.waitLoops(ctx)
@@ -238,7 +209,7 @@ func (b *Bus) close(ctx context.Context) error {
 	} else {
 		_ = b.d.Close(ctx) // ctx is over: cancels handlers, releases the rest
 	}
-	if err == nil && b.consuming.Load() {
+	if err == nil && b.Started() {
 		b.forgetConsumer(ctx)
 	}
 	return errors.Join(err, b.reader.Close(), b.client.Close())
@@ -297,7 +268,7 @@ func (b *Bus) readLoop() {
 		Streams: []string{b.keys.events, b.keys.replay, ">", ">"},
 		Count:   int64(b.cfg.ReadCount), Block: b.cfg.Block,
 	}
-	needGroups := true
+	needGroups := false // StartConsuming created them; a Redis restart can lose them
 	failing := false
 	wait := 50 * time.Millisecond
 	for ctx.Err() == nil {
@@ -341,7 +312,7 @@ func (b *Bus) readLoop() {
 			for i, m := range s.Messages {
 				msgs[i] = toMessage(s.Stream, m, 1)
 			}
-			if _, err := b.d.DispatchBatch(ctx, msgs); err != nil {
+			if _, err := b.dispatch(ctx, msgs); err != nil {
 				return // closing: the rest stays pending for a claim
 			}
 		}
@@ -401,9 +372,11 @@ func (b *Bus) claim(ctx context.Context, stream string) error {
 			for i, m := range msgs {
 				batch[i] = toMessage(stream, m, counts[m.ID])
 			}
-			b.log.LogAttrs(ctx, slog.LevelInfo, "claimed pending entries",
-				slog.String("stream", stream), slog.Int("entries", len(msgs)), slog.String("first", msgs[0].ID))
-			n, err := b.d.DispatchBatch(ctx, batch)
+			n, err := b.dispatch(ctx, batch)
+			if n > 0 {
+				b.log.LogAttrs(ctx, slog.LevelInfo, "claimed pending entries",
+					slog.String("stream", stream), slog.Int("entries", n), slog.String("first", msgs[0].ID))
+			}
 			b.counters.Reclaimed.Add(uint64(n))
 			if err != nil {
 				return nil // closing

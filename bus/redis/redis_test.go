@@ -158,6 +158,19 @@ func TestDeadLetters(t *testing.T) {
 				t.Errorf("Stats.Received = %d, want %d", r.Stats.Received, want)
 			}
 		},
+		Inject: func(t *testing.T, cfg bustest.Config, body []byte, typeField, key string) {
+			opts, err := goredis.ParseURL(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := goredis.NewClient(opts)
+			defer c.Close()
+			err = c.XAdd(context.Background(), &goredis.XAddArgs{Stream: keysFor(cfg.Namespace, cfg.Group).events,
+				Values: []any{fieldType, typeField, fieldAggID, key, fieldEnvelope, body}}).Err()
+			if err != nil {
+				t.Fatal(err)
+			}
+		},
 	}, func(t *testing.T, cfg bustest.Config) bustest.DeadLetterBus {
 		cleanupKeys(t, url, cfg.Namespace)
 		retry := fastRetry
@@ -199,6 +212,7 @@ func TestClaimsPendingEntriesOfAStoppedMember(t *testing.T) {
 	if _, err := survivor.SubscribeAll(rec); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, survivor)
 	rec.WaitFor(t, len(events), 15*time.Second)
 	closeBus(t, survivor)
 	if got := rec.Len(); got != len(events) {
@@ -243,6 +257,7 @@ func TestPoisonEntryDeadLetteredByDeliveryCount(t *testing.T) {
 	if _, err := b.SubscribeAll(bus.HandlerFunc(func(context.Context, eventsource.Envelope) error { calls.Add(1); return nil })); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, b)
 	admin := b.DeadLetters()
 	waitUntil(t, "dead letter", func() bool { n, _ := admin.Count(ctx); return n == 1 })
 	recs, _ := admin.List(ctx, "", 1)
@@ -258,6 +273,7 @@ func TestCloseIsPrompt(t *testing.T) {
 	if _, err := b.SubscribeAll(bustest.NewRecorder()); err != nil {
 		t.Fatal(err)
 	}
+	bustest.Start(t, b)
 	waitUntil(t, "reader connected", func() bool { return b.readerID.Load() != 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -296,5 +312,59 @@ func TestPublishMaxLenTrims(t *testing.T) {
 	}
 	if st := b.Stats(); st.Published != 2000 {
 		t.Errorf("published %d", st.Published)
+	}
+}
+
+// A member never takes back what it is still handling, and keeps it from
+// other members for as long as its handler runs: a handler five times
+// longer than ClaimIdle runs once, on the member that read the entry.
+func TestLongHandlerKeepsItsEntry(t *testing.T) {
+	url, p := redisURL(t), prefix()
+	cleanupKeys(t, url, p)
+	reg := bustest.NewRegistry()
+	cfg := Config{URL: url, Registry: reg, StreamPrefix: p, Group: "g",
+		ClaimIdle: 300 * time.Millisecond, ClaimInterval: 50 * time.Millisecond,
+		Retry: consumer.RetryPolicy{MaxRetries: 3, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, Multiplier: 1}}
+	var runs, peerRuns atomic.Int32
+	started := make(chan struct{}, 1)
+	slow := bus.HandlerFunc(func(ctx context.Context, env eventsource.Envelope) error {
+		runs.Add(1)
+		started <- struct{}{}
+		select {
+		case <-time.After(1500 * time.Millisecond): // the slow work itself, not a wait for a condition
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	a := open(t, cfg)
+	defer closeBus(t, a)
+	if _, err := a.SubscribeAll(slow); err != nil {
+		t.Fatal(err)
+	}
+	bustest.Start(t, a)
+	if err := a.Publish(context.Background(), bustest.NewEnvelope("slow", 1, bustest.Ping{})); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-time.After(15 * time.Second):
+		t.Fatal("handler never started")
+	}
+	peer := open(t, cfg)
+	defer closeBus(t, peer)
+	if _, err := peer.SubscribeAll(bus.HandlerFunc(func(context.Context, eventsource.Envelope) error { peerRuns.Add(1); return nil })); err != nil {
+		t.Fatal(err)
+	}
+	bustest.Start(t, peer)
+	waitUntil(t, "the entry acknowledged", func() bool { return a.Stats().Handled == 1 })
+	closeBus(t, a)
+	closeBus(t, peer)
+	if runs.Load() != 1 || peerRuns.Load() != 0 {
+		t.Errorf("the slow handler ran %d times, the peer's %d; want 1, 0", runs.Load(), peerRuns.Load())
+	}
+	for _, st := range []bus.Stats{a.Stats(), peer.Stats()} {
+		if st.Reclaimed != 0 || st.DeadLettered != 0 {
+			t.Errorf("stats %+v: nothing should be reclaimed or dead-lettered", st)
+		}
 	}
 }

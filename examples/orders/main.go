@@ -107,6 +107,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := b.SubscribeAll(audit, bus.WithName("audit")); err != nil {
 		return err
 	}
+	// Every subscription is declared: start consuming. On a broker this is
+	// what keeps a group's backlog from being read before its handlers exist.
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
 
 	repo := repository.New(store, b, newOrder, repository.WithLogger(logger),
 		repository.WithSnapshots(eventstore.NewMemorySnapshots(), 100))
