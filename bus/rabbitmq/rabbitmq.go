@@ -179,15 +179,19 @@ func scrub(err error, raw string) error {
 }
 
 // connect dials and sets up a session: the publishing channel in confirm
-// mode, the topology channel, the exchange, and, once anything was
-// subscribed, the group's queues, bindings and consumer.
-func (b *Bus) connect(ctx context.Context) (s *session, err error) {
+// mode, the topology channel, the exchange, and, once Start was called,
+// the group's queues, bindings and consumer.
+//
+// The session is a local, not the named result: a failed return sets the
+// result to nil, and the cleanup below and the goroutines started here
+// still need the session.
+func (b *Bus) connect(ctx context.Context) (_ *session, err error) {
 	conn, err := b.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
 	release := guardConn(ctx, conn) // amqp091's calls below take no ctx
-	s = &session{b: b, gen: b.gen.Add(1), conn: conn, lost: make(chan struct{}), bound: map[string]bool{}}
+	s := &session{b: b, gen: b.gen.Add(1), conn: conn, lost: make(chan struct{}), bound: map[string]bool{}}
 	defer func() {
 		err = release(err)
 		if err != nil {
