@@ -268,3 +268,32 @@ func ApplySubscribeOptions(fallbackName string, opts []SubscribeOption) Subscrib
 	}
 	return c
 }
+
+// HandlerContext returns the context a handler of env runs with: ctx,
+// carrying env's metadata (eventsource.MetadataFrom) so that a handler
+// that saves (a saga, a process manager) carries correlation, causation
+// and trace context forward. ctx is returned as is when env has no
+// metadata or ctx carries the same already (a Save publishing what it
+// stamped), which keeps the synchronous path free of allocations.
+func HandlerContext(ctx context.Context, env *eventsource.Envelope) context.Context {
+	if env.Metadata.IsZero() {
+		return ctx
+	}
+	if md, ok := eventsource.MetadataFrom(ctx); ok && sameMetadata(&md, &env.Metadata) {
+		return ctx
+	}
+	return eventsource.WithMetadata(ctx, env.Metadata)
+}
+
+func sameMetadata(a, b *eventsource.Metadata) bool {
+	if a.CorrelationID != b.CorrelationID || a.CausationID != b.CausationID || a.TenantID != b.TenantID ||
+		a.TraceParent != b.TraceParent || a.TraceState != b.TraceState || len(a.Extra) != len(b.Extra) {
+		return false
+	}
+	for k, v := range a.Extra {
+		if w, ok := b.Extra[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}

@@ -206,6 +206,7 @@ func (b *InProcess) routeFor(eventType string) *route {
 // dispatch hands env to r's subscribers. Callers count it as published:
 // Publish in r's counters, PublishAsync in bgPublished when it accepts.
 func (b *InProcess) dispatch(ctx context.Context, r *route, env *eventsource.Envelope) error {
+	ctx = HandlerContext(ctx, env)
 	if b.concurrency > 1 && len(r.subs) > 1 {
 		return b.dispatchConcurrently(ctx, r, env)
 	}
@@ -677,7 +678,7 @@ func (a *asyncDelivery) run() {
 			a.dropped.Add(1)
 		} else {
 			a.invoked.Add(1)
-			if err := a.sub.call(b.baseCtx, &env); err != nil {
+			if err := a.sub.call(HandlerContext(b.baseCtx, &env), &env); err != nil {
 				a.errors.Add(1)
 				if errors.Is(err, ErrHandlerPanic) {
 					a.panics.Add(1)

@@ -130,6 +130,7 @@ func Run(t *testing.T, features Features, factory Factory) {
 		{"SubscribeAfterStart", s.testSubscribeAfterStart},
 		{"HandlerNamesUnique", s.testHandlerNamesUnique},
 		{"StartIdempotentAndClosed", s.testStartIdempotent},
+		{"HandlersSeeMetadata", s.testHandlersSeeMetadata},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)

@@ -1,6 +1,7 @@
 package bustest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -129,5 +130,36 @@ func (s *suite) testStartIdempotent(t *testing.T) {
 	}
 	if err := b.Start(s.ctx(t)); !errors.Is(err, bus.ErrClosed) {
 		t.Errorf("Start after Close = %v; want ErrClosed", err)
+	}
+}
+
+// Every handler receives its event's metadata in its ctx, whatever the
+// publisher's ctx held, so a handler that saves carries correlation and
+// causation forward.
+func (s *suite) testHandlersSeeMetadata(t *testing.T) {
+	b := s.open(t, namespace(t), "")
+	got := make(chan eventsource.Metadata, 1)
+	if _, err := b.Subscribe(Ping{}.EventType(), bus.HandlerFunc(func(ctx context.Context, env eventsource.Envelope) error {
+		md, _ := eventsource.MetadataFrom(ctx)
+		got <- md
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	s.start(t, b)
+	env := NewEnvelope("md", 1, Ping{N: 1})
+	env.Metadata = eventsource.Metadata{CorrelationID: "corr-9", CausationID: "cause-9", TenantID: "t9",
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Extra: map[string]string{"k": "v"}}
+	if err := b.Publish(s.ctx(t), env); err != nil { // a ctx without metadata
+		t.Fatal(err)
+	}
+	select {
+	case md := <-got:
+		if md.CorrelationID != "corr-9" || md.CausationID != "cause-9" || md.TenantID != "t9" ||
+			md.TraceParent != env.Metadata.TraceParent || md.Extra["k"] != "v" {
+			t.Errorf("handler's ctx carries %+v; want %+v", md, env.Metadata)
+		}
+	case <-time.After(s.features.Timeout):
+		t.Fatal("handler never called")
 	}
 }

@@ -230,6 +230,9 @@ func (d *Dispatcher) DispatchBatch(ctx context.Context, msgs []Message) (int, er
 		}
 		d.received.Add(1)
 		d.inFlight.Add(1)
+		// A renamed type's old messages carry its former name in the
+		// transport's copy too; route and compare by the current one.
+		msg.Type = d.cfg.Registry.Canonical(msg.Type)
 		it := &item{msg: msg, attempts: max(msg.Attempt, 1) - 1}
 		// A type no local handler wants still goes to a worker: the type
 		// copy the transport read is only a hint, and the worker checks it
@@ -337,6 +340,7 @@ func (w *worker) process(it *item) (parked bool) {
 		// Read the envelope's type only, not the payload: a message that
 		// is not for this group costs little.
 		typ, err := eventsource.EnvelopeType(it.msg.Body)
+		typ = d.cfg.Registry.Canonical(typ)
 		switch {
 		case err != nil:
 			d.deadLetter(it, ReasonMalformed, err)
@@ -380,6 +384,7 @@ func (w *worker) process(it *item) (parked bool) {
 	}
 	it.attempts++
 	var failed []*subscription
+	hctx := bus.HandlerContext(d.ctx, &it.env)
 	for _, s := range it.pending {
 		if s.removed.Load() {
 			continue
@@ -388,7 +393,7 @@ func (w *worker) process(it *item) (parked bool) {
 			w.delivered.Add(1)
 		}
 		w.invoked.Add(1)
-		if err := s.call(d.ctx, &it.env); err != nil {
+		if err := s.call(hctx, &it.env); err != nil {
 			w.errors.Add(1)
 			if errors.Is(err, bus.ErrHandlerPanic) {
 				w.panics.Add(1)
