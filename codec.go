@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/google/uuid"
 )
@@ -25,7 +26,9 @@ type JSONCodec struct {
 // NewJSONCodec returns a JSON codec that decodes payloads with r.
 func NewJSONCodec(r *Registry) JSONCodec { return JSONCodec{Registry: r} }
 
-// Marshal encodes env in the wire format; the payload goes under "data".
+// Marshal encodes env in the wire format; the payload goes under "data",
+// and its schema version (SchemaVersionOf), when above 1, under
+// "schema_version".
 func (c JSONCodec) Marshal(env Envelope) ([]byte, error) {
 	data, err := MarshalEvent(env.Event)
 	if err != nil {
@@ -35,13 +38,16 @@ func (c JSONCodec) Marshal(env Envelope) ([]byte, error) {
 	if typ == "" {
 		typ = env.Event.EventType()
 	}
-	return appendEnvelope(make([]byte, 0, len(data)+256), &env, typ, data)
+	return appendEnvelope(make([]byte, 0, len(data)+256), &env, typ, SchemaVersionOf(env.Event), data)
 }
 
 // Unmarshal decodes bytes written by Marshal, or by another service that
-// follows the wire format. Bytes that are not such an envelope return a
-// *DecodeError matching ErrMalformed; an unregistered type, one matching
-// ErrUnknownEventType.
+// follows the wire format. A payload at an older "schema_version" is
+// upcast to the current one, and a former type name is read as the
+// current one (see Registry.DecodeVersion). Bytes that are not such an
+// envelope return a *DecodeError matching ErrMalformed; an unregistered
+// type, one matching ErrUnknownEventType; a version the code cannot read,
+// one matching ErrUnknownSchemaVersion.
 func (c JSONCodec) Unmarshal(b []byte) (Envelope, error) {
 	w, err := readWire(b)
 	if err != nil {
@@ -78,7 +84,9 @@ func (c JSONCodec) Unmarshal(b []byte) (Envelope, error) {
 	if c.Registry == nil {
 		return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrUnknownEventType, Cause: errors.New("codec has no registry")}
 	}
-	if env.Event, err = c.Registry.Decode(w.typ, w.data); err != nil {
+	// A version past int32 is as unknown as any other too-new one.
+	sv := int(min(w.schemaVersion, math.MaxInt32))
+	if env.Event, env.Type, err = c.Registry.DecodeVersion(w.typ, sv, w.data); err != nil {
 		return Envelope{}, err
 	}
 	return env, nil

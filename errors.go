@@ -28,11 +28,11 @@ var (
 )
 
 // DecodeError says why bytes could not become an event. It matches
-// ErrUnknownEventType or ErrMalformed with errors.Is, and its cause (a JSON
-// syntax error, say) with errors.As.
+// ErrUnknownEventType, ErrUnknownSchemaVersion or ErrMalformed with
+// errors.Is, and its cause (a JSON syntax error, say) with errors.As.
 type DecodeError struct {
 	Type  string // the event type name, when it was read
-	Kind  error  // ErrUnknownEventType or ErrMalformed
+	Kind  error  // ErrUnknownEventType, ErrUnknownSchemaVersion or ErrMalformed
 	Cause error  // the underlying error, if any
 }
 

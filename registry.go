@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Registry maps event type names to Go types, so that bytes read from a store
@@ -15,16 +16,30 @@ type Registry struct {
 	mu        sync.RWMutex
 	types     map[string]registration
 	validator func(string) error
+
+	// Schema evolution (upcast.go). upcasters[name][v] turns version v of
+	// name's payload into version v+1; aliases maps a former type name to
+	// the current one. hasAliases lets Canonical skip the lock on the hot
+	// path of a consumer whose registry renames nothing.
+	upcasters  map[string]map[int]Upcaster
+	aliases    map[string]string
+	hasAliases atomic.Bool
 }
 
 type registration struct {
-	goType reflect.Type
-	decode func([]byte) (Event, error)
+	name    string // the type name, shared by every envelope decoded as it
+	goType  reflect.Type
+	decode  func([]byte) (Event, error)
+	current int // the schema version E reports (SchemaVersionOf), 1 by default
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{types: make(map[string]registration)}
+	return &Registry{
+		types:     make(map[string]registration),
+		upcasters: make(map[string]map[int]Upcaster),
+		aliases:   make(map[string]string),
+	}
 }
 
 // SetNameValidator installs a check that every type name must pass at
@@ -86,7 +101,14 @@ func Register[E Event](r *Registry) error {
 			return err
 		}
 	}
-	r.types[name] = registration{goType: goType, decode: decode}
+	if _, ok := r.aliases[name]; ok {
+		return fmt.Errorf("%w: type name %q is registered as a former name of %q", ErrInvalidEvent, name, r.aliases[name])
+	}
+	current := schemaVersionOfType(goType)
+	if err := r.checkChain(name, current); err != nil {
+		return err
+	}
+	r.types[name] = registration{name: name, goType: goType, decode: decode, current: current}
 	return nil
 }
 
@@ -123,21 +145,15 @@ func isNilPointer(e Event) bool {
 
 // Decode turns a payload into the registered Go type for typeName. Unknown
 // names and bytes that do not decode return a *DecodeError; it never panics.
+// The payload is taken to be at schema version 1, as every payload written
+// without a version is; use DecodeVersion for one that carries a version.
 func (r *Registry) Decode(typeName string, data []byte) (Event, error) {
-	r.mu.RLock()
-	reg, ok := r.types[typeName]
-	r.mu.RUnlock()
-	if !ok {
-		return nil, &DecodeError{Type: typeName, Kind: ErrUnknownEventType}
-	}
-	e, err := reg.decode(data)
-	if err != nil {
-		return nil, &DecodeError{Type: typeName, Kind: ErrMalformed, Cause: err}
-	}
-	return e, nil
+	e, _, err := r.DecodeVersion(typeName, 1, data)
+	return e, err
 }
 
-// Has reports whether typeName is registered.
+// Has reports whether typeName is registered (a former name declared with
+// RegisterRename is not: no event is written under it any more).
 func (r *Registry) Has(typeName string) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

@@ -20,11 +20,17 @@ import (
 
 // appendEnvelope writes env as the wire format's JSON object, with data as
 // the already encoded payload.
-func appendEnvelope(buf []byte, env *Envelope, typ string, data []byte) ([]byte, error) {
+// schemaVersion is written only above 1, so that events of a type that
+// never changed shape keep the bytes they always had.
+func appendEnvelope(buf []byte, env *Envelope, typ string, schemaVersion int, data []byte) ([]byte, error) {
 	buf = append(buf, `{"id":"`...)
 	buf = appendUUID(buf, env.ID)
 	buf = append(buf, `","type":`...)
 	buf = appendString(buf, typ)
+	if schemaVersion > 1 {
+		buf = append(buf, `,"schema_version":`...)
+		buf = strconv.AppendInt(buf, int64(schemaVersion), 10)
+	}
 	buf = append(buf, `,"aggregate_type":`...)
 	buf = appendString(buf, env.AggregateType)
 	buf = append(buf, `,"aggregate_id":`...)
@@ -93,7 +99,7 @@ type wireReader struct {
 
 type wireFields struct {
 	id, typ, aggregateType, aggregateID string
-	version, position                   int64
+	version, position, schemaVersion    int64
 	occurredAt, metadata, data          []byte // raw JSON values; nil when absent
 }
 
@@ -154,6 +160,8 @@ func (r *wireReader) field(f *wireFields, key []byte) error {
 		f.metadata, err = r.raw()
 	case matchKey(key, "data"):
 		f.data, err = r.raw()
+	case matchKey(key, "schema_version"): // after the keys every envelope has: they match first
+		f.schemaVersion, err = r.nullableInt("schema_version")
 	default:
 		var v []byte
 		if v, err = r.raw(); err == nil && !json.Valid(v) {

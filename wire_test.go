@@ -21,6 +21,7 @@ func oracleUnmarshal(r *Registry, b []byte) (Envelope, error) {
 		AggregateID   string          `json:"aggregate_id"`
 		Version       int64           `json:"version"`
 		Position      int64           `json:"position"`
+		SchemaVersion int64           `json:"schema_version"`
 		OccurredAt    time.Time       `json:"occurred_at"`
 		Metadata      *Metadata       `json:"metadata"`
 		Data          json.RawMessage `json:"data"`
@@ -38,11 +39,11 @@ func oracleUnmarshal(r *Registry, b []byte) (Envelope, error) {
 	if len(bytes.TrimSpace(w.Data)) == 0 {
 		return Envelope{}, errors.New("no data")
 	}
-	e, err := r.Decode(w.Type, w.Data)
+	e, name, err := r.DecodeVersion(w.Type, int(min(w.SchemaVersion, 1<<31-1)), w.Data)
 	if err != nil {
 		return Envelope{}, err
 	}
-	env := Envelope{ID: id, Type: w.Type, AggregateType: w.AggregateType, AggregateID: w.AggregateID,
+	env := Envelope{ID: id, Type: name, AggregateType: w.AggregateType, AggregateID: w.AggregateID,
 		Version: w.Version, Position: w.Position, OccurredAt: w.OccurredAt, Event: e}
 	if w.Metadata != nil {
 		env.Metadata = *w.Metadata
@@ -79,6 +80,10 @@ func FuzzWireReaderMatchesEncodingJSON(f *testing.F) {
 	f.Add([]byte(`{"id":"01890a5d-ac96-774b-bcce-b302099a8057","type":"Wire\u0050ayload","version":-0,"position":01,"data":{}}`))
 	f.Add([]byte(`{"id":"01890a5d-ac96-774b-bcce-b302099a8057","type":"WirePayload","occurred_at":"2026-01-02T03:04:05+01:00","metadata":null,"data":{"count":1e2}}`))
 	f.Add([]byte(` {"type":"WirePayload"} `))
+	f.Add([]byte(`{"id":"01890a5d-ac96-774b-bcce-b302099a8057","type":"WirePayload","schema_version":1,"data":{}}`))
+	f.Add([]byte(`{"id":"01890a5d-ac96-774b-bcce-b302099a8057","type":"WirePayload","Schema_Version":null,"data":{}}`))
+	f.Add([]byte(`{"id":"01890a5d-ac96-774b-bcce-b302099a8057","type":"WirePayload","schema_version":2,"data":{}}`))
+	f.Add([]byte(`{"id":"01890a5d-ac96-774b-bcce-b302099a8057","type":"WirePayload","schema_version":1.5,"data":{}}`))
 	f.Add([]byte(`{"id":"01890a5d-ac96-774b-bcce-b302099a8057","type":"WirePayload","data":{}} x`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, gotErr := codec.Unmarshal(b)
@@ -87,7 +92,7 @@ func FuzzWireReaderMatchesEncodingJSON(f *testing.F) {
 			t.Fatalf("input %q: reader error %v, encoding/json error %v", b, gotErr, wantErr)
 		}
 		if gotErr != nil {
-			if !errors.Is(gotErr, ErrMalformed) && !errors.Is(gotErr, ErrUnknownEventType) {
+			if !errors.Is(gotErr, ErrMalformed) && !errors.Is(gotErr, ErrUnknownEventType) && !errors.Is(gotErr, ErrUnknownSchemaVersion) {
 				t.Fatalf("input %q: untyped error %v", b, gotErr)
 			}
 			return

@@ -212,6 +212,8 @@ type SubscribeConfig struct {
 	// Async, when set, delivers through a bounded buffer drained by the
 	// subscription's own goroutine (in-process bus only).
 	Async *AsyncConfig
+	// Middleware wraps this subscription's handler (WithMiddleware).
+	Middleware []Middleware
 }
 
 // SubscribeOption configures one subscription.

@@ -28,6 +28,7 @@ import (
 type InProcess struct {
 	logger      *slog.Logger
 	onError     func(context.Context, eventsource.Envelope, error)
+	middleware  []Middleware
 	concurrency int
 	bgWorkers   int
 	bgQueue     int
@@ -115,6 +116,12 @@ func WithLogger(l *slog.Logger) Option { return func(b *InProcess) { b.logger = 
 // handler.
 func WithErrorHandler(f func(ctx context.Context, env eventsource.Envelope, err error)) Option {
 	return func(b *InProcess) { b.onError = f }
+}
+
+// WithHandlerMiddleware wraps every handler subscribed afterwards in mws,
+// outside each subscription's own (WithMiddleware).
+func WithHandlerMiddleware(mws ...Middleware) Option {
+	return func(b *InProcess) { b.middleware = append(b.middleware, mws...) }
 }
 
 // WithConcurrentHandlers runs up to n synchronous handlers of one event at
@@ -409,7 +416,7 @@ func (b *InProcess) subscribe(eventTypes []string, h Handler, opts []SubscribeOp
 		fallback = strings.Join(eventTypes, ",")
 	}
 	cfg := ApplySubscribeOptions(fallback+"#"+strconv.FormatUint(b.nextSeq, 10), opts)
-	s := &subscription{bus: b, eventTypes: eventTypes, handler: h, name: cfg.Name}
+	s := &subscription{bus: b, eventTypes: eventTypes, handler: Chain(h, b.middleware, cfg.Middleware), name: cfg.Name}
 	if cfg.Async != nil {
 		if cfg.Async.Buffer < 1 {
 			return nil, fmt.Errorf("%w: async buffer must be at least 1, got %d", ErrInvalidSubscription, cfg.Async.Buffer)

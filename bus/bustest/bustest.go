@@ -131,6 +131,7 @@ func Run(t *testing.T, features Features, factory Factory) {
 		{"HandlerNamesUnique", s.testHandlerNamesUnique},
 		{"StartIdempotentAndClosed", s.testStartIdempotent},
 		{"HandlersSeeMetadata", s.testHandlersSeeMetadata},
+		{"MiddlewareWrapsHandler", s.testMiddlewareWrapsHandler},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)

@@ -70,6 +70,7 @@ func RunDeadLetters(t *testing.T, opts DeadLetterOptions, factory DeadLetterFact
 	t.Run("Purge", s.testPurge)
 	t.Run("ReplayAfterRedeploy", s.testReplayAfterRedeploy)
 	t.Run("EveryMessageSettled", s.testEveryMessageSettled)
+	t.Run("PermanentErrorNotRetried", s.testPermanentError)
 }
 
 type dlSuite struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,5 +162,50 @@ func (s *suite) testHandlersSeeMetadata(t *testing.T) {
 		}
 	case <-time.After(s.features.Timeout):
 		t.Fatal("handler never called")
+	}
+}
+
+type middlewareKey struct{}
+
+// A subscription's middleware wraps its handler once per delivery, with
+// the handler's ctx, and may change it.
+func (s *suite) testMiddlewareWrapsHandler(t *testing.T) {
+	b := s.open(t, namespace(t), "")
+	var mu sync.Mutex
+	var order []string
+	record := func(name string) bus.Middleware {
+		return func(next bus.Handler) bus.Handler {
+			return bus.HandlerFunc(func(ctx context.Context, env eventsource.Envelope) error {
+				mu.Lock()
+				order = append(order, name)
+				mu.Unlock()
+				return next.Handle(context.WithValue(ctx, middlewareKey{}, name), env)
+			})
+		}
+	}
+	seen := make(chan any, 4)
+	if _, err := b.Subscribe(Ping{}.EventType(), bus.HandlerFunc(func(ctx context.Context, env eventsource.Envelope) error {
+		seen <- ctx.Value(middlewareKey{})
+		return nil
+	}), bus.WithMiddleware(record("outer"), record("inner"))); err != nil {
+		t.Fatal(err)
+	}
+	s.start(t, b)
+	if err := b.Publish(s.ctx(t), NewEnvelope("mw", 1, Ping{N: 1})); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case v := <-seen:
+		if v != "inner" {
+			t.Errorf("the handler's ctx holds %v; want the innermost middleware's value", v)
+		}
+	case <-time.After(s.features.Timeout):
+		t.Fatal("handler never called")
+	}
+	s.drain(t, b)
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(order) != "[outer inner]" {
+		t.Errorf("middleware ran %v; want [outer inner], once each", order)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/eventsource-go/eventsource"
@@ -198,5 +200,48 @@ func (s *dlSuite) testEveryMessageSettled(t *testing.T) {
 	if st.DeadLettered != uint64(dead) || st.Handled+st.DeadLettered != distinct || st.Received < distinct {
 		t.Errorf("stats: received %d, handled %d, dead-lettered %d; want %d handled + %d dead-lettered, out of %d received or more",
 			st.Received, st.Handled, st.DeadLettered, len(goods), dead, distinct)
+	}
+}
+
+// A handler that marks its error permanent (bus.Permanent) is not retried:
+// the event is dead-lettered after one attempt, with reason permanent and
+// the handler's name, while a healthy sibling still handles it once.
+func (s *dlSuite) testPermanentError(t *testing.T) {
+	b := s.open(t, Config{Namespace: namespace(t), Group: "permanent", Registry: NewRegistry(), MaxRetries: 5})
+	var calls atomic.Int32
+	rejecting := bus.HandlerFunc(func(context.Context, eventsource.Envelope) error {
+		calls.Add(1)
+		return bus.Permanent(errors.New("order total is negative"))
+	})
+	if _, err := b.Subscribe(Ping{}.EventType(), rejecting, bus.WithName("validator")); err != nil {
+		t.Fatal(err)
+	}
+	sibling := NewRecorder()
+	if _, err := b.SubscribeAll(sibling); err != nil {
+		t.Fatal(err)
+	}
+	start(t, b, s.opts.Timeout)
+	env := NewEnvelope("perm", 1, Ping{N: -1})
+	if err := b.Publish(s.ctx(t), env); err != nil {
+		t.Fatal(err)
+	}
+	admin := b.DeadLetters()
+	s.waitCount(t, admin, 1)
+	sibling.WaitFor(t, 1, s.opts.Timeout)
+	recs, err := admin.List(s.ctx(t), "", 10)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("List = %q, %v; want 1 record", eventIDs(recs), err)
+	}
+	s.drain(t, b)
+	if r := recs[0]; r.Reason != consumer.ReasonPermanent || r.Attempts != 1 || fmt.Sprint(r.Handlers) != "[validator]" ||
+		!strings.Contains(r.Error, "order total is negative") {
+		t.Errorf("record: reason %q, attempts %d, handlers %q, error %q; want permanent, 1, [validator], the handler's error",
+			r.Reason, r.Attempts, r.Handlers, r.Error)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the handler ran %d times; want once", n)
+	}
+	if st := b.Stats(); st.Retries != 0 {
+		t.Errorf("Stats.Retries = %d; want 0", st.Retries)
 	}
 }

@@ -30,6 +30,14 @@ const (
 	// ReasonRetryRefused: a handler failed and the broker permanently
 	// refused the message for a broker-side retry (ErrRefused).
 	ReasonRetryRefused Reason = "retry_refused"
+	// ReasonPermanent: a handler marked its error permanent
+	// (bus.Permanent), so the event was dead-lettered without retries.
+	ReasonPermanent Reason = "permanent"
+	// ReasonUnknownVersion: the event's schema version is newer than this
+	// process's code, or older with no upcaster chain to the current one
+	// (eventsource.ErrUnknownSchemaVersion). A deploy that knows it can
+	// replay the record.
+	ReasonUnknownVersion Reason = "unknown_version"
 )
 
 // ErrRefused marks a broker's permanent refusal of a write, one that
@@ -41,8 +49,11 @@ var ErrRefused = errors.New("consumer: refused by the broker")
 
 // ReasonFor classifies a decoding error.
 func ReasonFor(err error) Reason {
-	if errors.Is(err, eventsource.ErrUnknownEventType) {
+	switch {
+	case errors.Is(err, eventsource.ErrUnknownEventType):
 		return ReasonUnknownType
+	case errors.Is(err, eventsource.ErrUnknownSchemaVersion):
+		return ReasonUnknownVersion
 	}
 	return ReasonMalformed
 }

@@ -97,6 +97,9 @@ type Config struct {
 	Logger   *slog.Logger // default slog.Default()
 	// Counters, if set, are the transport's counters; Stats adds them.
 	Counters *Counters
+	// Middleware wraps every handler, outside each subscription's own
+	// (bus.WithMiddleware).
+	Middleware []bus.Middleware
 	// BrokerRetries hands failed events back to the broker through the
 	// Settler, which must implement Rescheduler, instead of parking them in
 	// memory. The consumer then holds nothing unacknowledged while an event
@@ -384,6 +387,8 @@ func (w *worker) process(it *item) (parked bool) {
 	}
 	it.attempts++
 	var failed []*subscription
+	var anyPermanent bool
+	var permanentErr error
 	hctx := bus.HandlerContext(d.ctx, &it.env)
 	for _, s := range it.pending {
 		if s.removed.Load() {
@@ -400,6 +405,9 @@ func (w *worker) process(it *item) (parked bool) {
 			}
 			failed = append(failed, s)
 			it.lastErr = err
+			if errors.Is(err, bus.ErrPermanent) {
+				anyPermanent, permanentErr = true, err
+			}
 			d.log.LogAttrs(d.ctx, slog.LevelWarn, "event handler failed",
 				slog.String("group", d.cfg.Group), slog.String("handler", s.name),
 				slog.String("event_type", it.env.Type), slog.String("event_id", it.env.ID.String()),
@@ -412,6 +420,11 @@ func (w *worker) process(it *item) (parked bool) {
 		return false
 	}
 	it.pending = failed
+	if anyPermanent {
+		// A handler said retrying cannot help: spend no more attempts.
+		d.deadLetter(it, ReasonPermanent, permanentErr)
+		return false
+	}
 	if it.attempts >= d.cfg.Retry.MaxRetries {
 		d.deadLetter(it, ReasonMaxRetries, it.lastErr)
 		return false
@@ -559,7 +572,7 @@ func (d *Dispatcher) deadLetter(it *item, reason Reason, cause error) {
 		}
 	}
 	switch reason {
-	case ReasonMaxRetries, ReasonRetryRefused:
+	case ReasonMaxRetries, ReasonRetryRefused, ReasonPermanent:
 		for _, s := range it.pending {
 			rec.Handlers = append(rec.Handlers, s.name)
 		}

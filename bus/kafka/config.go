@@ -18,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 
 	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/bus/consumer"
 )
 
@@ -150,6 +151,9 @@ type Config struct {
 	DialTimeout time.Duration
 
 	Logger *slog.Logger // default slog.Default()
+	// Middleware wraps every handler subscribed to the bus, outside each
+	// subscription's own (bus.WithMiddleware).
+	Middleware []bus.Middleware
 }
 
 // LogValue keeps secrets out of logs that print the whole config: only

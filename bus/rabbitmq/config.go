@@ -14,6 +14,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/bus/consumer"
 	"github.com/eventsource-go/eventsource/internal/redact"
 )
@@ -83,6 +84,9 @@ type Config struct {
 	// "eventsource/<group>".
 	ConnectionName string
 	Logger         *slog.Logger // default slog.Default()
+	// Middleware wraps every handler subscribed to the bus, outside each
+	// subscription's own (bus.WithMiddleware).
+	Middleware []bus.Middleware
 }
 
 // RedactedURL is URL with any password replaced by "xxxxx".

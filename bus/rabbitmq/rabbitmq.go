@@ -128,7 +128,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	b.dialCfg = amqp.Config{Heartbeat: cfg.Heartbeat, TLSClientConfig: cfg.TLS, Properties: props, Locale: "en_US"}
 	d, err := consumer.New(consumer.Config{
 		Group: cfg.Group, Registry: cfg.Registry, Settler: settler{b}, Retry: cfg.Retry, BrokerRetries: true,
-		Workers: cfg.Workers, MaxInFlight: cfg.MaxInFlight, Logger: b.log, Counters: &b.counters,
+		Workers: cfg.Workers, MaxInFlight: cfg.MaxInFlight, Logger: b.log, Counters: &b.counters, Middleware: cfg.Middleware,
 	})
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/bus/consumer"
 	"github.com/eventsource-go/eventsource/internal/redact"
 )
@@ -62,6 +63,9 @@ type Config struct {
 	// bus concerned, once per process, and go-redis's other lines to
 	// slog.Default(). Default slog.Default().
 	Logger *slog.Logger
+	// Middleware wraps every handler subscribed to the bus, outside each
+	// subscription's own (bus.WithMiddleware).
+	Middleware []bus.Middleware
 	// KeepGoRedisLogger leaves go-redis's process-wide logger alone, for
 	// an application that sets its own with goredis.SetLogger.
 	KeepGoRedisLogger bool

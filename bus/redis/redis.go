@@ -104,7 +104,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	d, err := consumer.New(consumer.Config{
 		Group: cfg.Group, Registry: cfg.Registry, Settler: settler{b}, Retry: cfg.Retry,
-		Workers: cfg.Workers, MaxInFlight: cfg.MaxInFlight, Logger: b.log, Counters: &b.counters,
+		Workers: cfg.Workers, MaxInFlight: cfg.MaxInFlight, Logger: b.log, Counters: &b.counters, Middleware: cfg.Middleware,
 	})
 	if err != nil {
 		_ = b.client.Close()

@@ -20,6 +20,9 @@
 //		data           jsonb       NOT NULL,
 //		CONSTRAINT events_stream_version UNIQUE (stream_id, version)
 //	);
+//	-- the payload's schema version, added to older databases (whose rows
+//	-- are version 1) only if missing:
+//	ALTER TABLE events ADD COLUMN schema_version integer NOT NULL DEFAULT 1;
 //	CREATE TABLE IF NOT EXISTS event_counter (
 //		id   boolean PRIMARY KEY DEFAULT true CHECK (id),
 //		last bigint  NOT NULL
@@ -134,6 +137,14 @@ CREATE TABLE IF NOT EXISTS events (
 	data           jsonb       NOT NULL,
 	CONSTRAINT events_stream_version UNIQUE (stream_id, version)
 );
+DO $$ BEGIN
+	-- Checked first: ALTER TABLE takes an exclusive lock even when the
+	-- column exists, which would queue every start behind long readers.
+	IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'events'::regclass
+			AND attname = 'schema_version' AND NOT attisdropped) THEN
+		ALTER TABLE events ADD COLUMN schema_version integer NOT NULL DEFAULT 1;
+	END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS event_counter (
 	id   boolean PRIMARY KEY DEFAULT true CHECK (id),
 	last bigint  NOT NULL
@@ -184,11 +195,11 @@ const (
 	lockSQL    = `UPDATE event_counter SET last = last + $1 RETURNING last`
 	versionSQL = `SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1`
 	insertSQL  = `INSERT INTO events
-	(position, stream_id, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data)
-	SELECT $1::bigint + u.i, $2, $3::bigint + u.i, u.event_id, u.type, u.aggregate_type, u.aggregate_id, u.occurred_at, u.metadata, u.data
-	FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::jsonb[], $10::jsonb[])
-		WITH ORDINALITY AS u(event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data, i)`
-	columns  = `position, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data`
+	(position, stream_id, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data, schema_version)
+	SELECT $1::bigint + u.i, $2, $3::bigint + u.i, u.event_id, u.type, u.aggregate_type, u.aggregate_id, u.occurred_at, u.metadata, u.data, u.schema_version
+	FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::jsonb[], $10::jsonb[], $11::integer[])
+		WITH ORDINALITY AS u(event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data, schema_version, i)`
+	columns  = `position, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data, schema_version`
 	loadSQL  = `SELECT ` + columns + ` FROM events WHERE stream_id = $1 AND version >= $2 AND position <= $3 ORDER BY version LIMIT $4`
 	readSQL  = `SELECT ` + columns + ` FROM events WHERE position >= $1 AND position <= $2 ORDER BY position LIMIT $3`
 	boundSQL = `SELECT last FROM event_counter`
@@ -271,6 +282,7 @@ func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int
 		occurred = make([]time.Time, n)
 		metadata = make([][]byte, n) // nil elements are NULL
 		payloads = make([][]byte, n)
+		schemas  = make([]int32, n)
 	)
 	for i := range out {
 		env := &out[i]
@@ -280,6 +292,7 @@ func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int
 		if payloads[i], err = eventsource.MarshalEvent(env.Event); err != nil {
 			return nil, err
 		}
+		schemas[i] = int32(eventsource.SchemaVersionOf(env.Event))
 		if !env.Metadata.IsZero() {
 			if metadata[i], err = json.Marshal(env.Metadata); err != nil {
 				return nil, fmt.Errorf("%w: encode metadata: %v", eventsource.ErrInvalidEvent, err)
@@ -314,7 +327,7 @@ func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int
 	}
 	first := last - int64(n)
 	body := &pgx.Batch{}
-	body.Queue(insertSQL, first, streamID, current, ids, types, aggTypes, aggIDs, occurred, metadata, payloads)
+	body.Queue(insertSQL, first, streamID, current, ids, types, aggTypes, aggIDs, occurred, metadata, payloads, schemas)
 	body.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, body).Close(); err != nil {
 		// A failed INSERT leaves the transaction open (the pipeline skips
@@ -455,16 +468,17 @@ func (s *Store) page(ctx context.Context, sql string, args []any) ([]eventsource
 	var (
 		id             [16]byte
 		metadata, data []byte
+		schemaVersion  int32
 	)
 	for rows.Next() {
 		var env eventsource.Envelope
 		if err := rows.Scan(&env.Position, &env.Version, &id, &env.Type, &env.AggregateType, &env.AggregateID,
-			&env.OccurredAt, &metadata, &data); err != nil {
+			&env.OccurredAt, &metadata, &data, &schemaVersion); err != nil {
 			return page, readError(ctx, err)
 		}
 		env.ID = uuid.UUID(id)
 		env.OccurredAt = env.OccurredAt.UTC()
-		if err := s.decode(&env, metadata, data); err != nil {
+		if err := s.decode(&env, metadata, data, int(schemaVersion)); err != nil {
 			return page, fmt.Errorf("postgres: event at position %d: %w", env.Position, err)
 		}
 		page = append(page, env)
@@ -482,14 +496,16 @@ func readError(ctx context.Context, err error) error {
 	return fmt.Errorf("postgres: read: %w", err)
 }
 
-func (s *Store) decode(env *eventsource.Envelope, metadata, data []byte) error {
+func (s *Store) decode(env *eventsource.Envelope, metadata, data []byte, schemaVersion int) error {
 	if len(metadata) > 0 {
 		if err := json.Unmarshal(metadata, &env.Metadata); err != nil {
 			return &eventsource.DecodeError{Type: env.Type, Kind: eventsource.ErrMalformed, Cause: fmt.Errorf("metadata: %w", err)}
 		}
 	}
 	var err error
-	env.Event, err = s.registry.Decode(env.Type, data)
+	// Upcasts an older payload, and reads a former type name as the
+	// current one.
+	env.Event, env.Type, err = s.registry.DecodeVersion(env.Type, schemaVersion, data)
 	return err
 }
 

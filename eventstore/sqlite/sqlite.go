@@ -29,6 +29,8 @@
 //		data           TEXT    NOT NULL,    -- JSON payload
 //		UNIQUE (stream_id, version)
 //	) STRICT;
+//	-- added by Open to files created before it, whose rows are version 1:
+//	ALTER TABLE events ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1;
 //	CREATE TABLE checkpoints (
 //		name       TEXT    PRIMARY KEY,
 //		position   INTEGER NOT NULL,
@@ -117,7 +119,7 @@ const (
 	headSQL = `SELECT
 	(SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?),
 	(SELECT COALESCE(MAX(position), 0) FROM events)`
-	columns  = `position, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data`
+	columns  = `position, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data, schema_version`
 	loadSQL  = `SELECT ` + columns + ` FROM events WHERE stream_id = ? AND version >= ? AND position <= ? ORDER BY version LIMIT ?`
 	readSQL  = `SELECT ` + columns + ` FROM events WHERE position >= ? AND position <= ? ORDER BY position LIMIT ?`
 	boundSQL = `SELECT COALESCE(MAX(position), 0) FROM events`
@@ -133,19 +135,19 @@ const (
 )
 
 const (
-	insertColumns = 10
+	insertColumns = 11
 	insertChunk   = 25
 )
 
 func insertSQL(rows int) string {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO events
-	(position, stream_id, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data) VALUES `)
+	(position, stream_id, version, event_id, type, aggregate_type, aggregate_id, occurred_at, metadata, data, schema_version) VALUES `)
 	for i := range rows {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 	}
 	return b.String()
 }
@@ -283,6 +285,31 @@ func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.write.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
 	}
+	return s.addSchemaVersion(ctx)
+}
+
+// addSchemaVersion adds the payloads' schema version column to a file
+// that lacks it. SQLite has no ADD COLUMN IF NOT EXISTS: the check and the
+// ALTER share one write transaction, so two processes opening the same
+// file cannot both add it. The default keeps older releases writing to
+// the file working, and makes existing rows version 1, which they are.
+func (s *Store) addSchemaVersion(ctx context.Context) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("add schema_version: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	var n int
+	err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'schema_version'`).Scan(&n)
+	if err == nil && n == 0 {
+		_, err = tx.ExecContext(ctx, `ALTER TABLE events ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1`)
+	}
+	if err == nil {
+		err = tx.Commit()
+	}
+	if err != nil {
+		return fmt.Errorf("add schema_version: %w", err)
+	}
 	return nil
 }
 
@@ -306,6 +333,7 @@ type row struct {
 	id, occurredAt string
 	metadata       any // nil or string
 	data           string
+	schemaVersion  int
 }
 
 // Append implements eventstore.Store.
@@ -328,6 +356,7 @@ func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int
 			return nil, err
 		}
 		rows[i].data = string(data)
+		rows[i].schemaVersion = eventsource.SchemaVersionOf(out[i].Event)
 		rows[i].id = out[i].ID.String()
 		rows[i].occurredAt = out[i].OccurredAt.UTC().Format(timeFormat)
 		if !out[i].Metadata.IsZero() {
@@ -372,7 +401,7 @@ func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int
 			env.Version = current + int64(i) + 1
 			env.Position = last + int64(i) + 1
 			args = append(args, env.Position, streamID, env.Version, rows[i].id, env.Type,
-				env.AggregateType, env.AggregateID, rows[i].occurredAt, rows[i].metadata, rows[i].data)
+				env.AggregateType, env.AggregateID, rows[i].occurredAt, rows[i].metadata, rows[i].data, rows[i].schemaVersion)
 		}
 		if _, err := stmt.ExecContext(ctx, args...); err != nil {
 			if isUniqueViolation(err) {
@@ -491,14 +520,15 @@ func (s *Store) page(ctx context.Context, query func(context.Context, int64, *ev
 	var (
 		id, occurred   string
 		metadata, data sql.RawBytes
+		schemaVersion  int
 	)
 	for rows.Next() {
 		var env eventsource.Envelope
 		if err := rows.Scan(&env.Position, &env.Version, &id, &env.Type, &env.AggregateType, &env.AggregateID,
-			&occurred, &metadata, &data); err != nil {
+			&occurred, &metadata, &data, &schemaVersion); err != nil {
 			return page, readError(ctx, err)
 		}
-		if err := s.decode(&env, id, occurred, metadata, data); err != nil {
+		if err := s.decode(&env, id, occurred, metadata, data, schemaVersion); err != nil {
 			return page, fmt.Errorf("sqlite: event at position %d: %w", env.Position, err)
 		}
 		page = append(page, env)
@@ -518,7 +548,7 @@ func readError(ctx context.Context, err error) error {
 	return fmt.Errorf("sqlite: read: %w", err)
 }
 
-func (s *Store) decode(env *eventsource.Envelope, id, occurred string, metadata, data []byte) error {
+func (s *Store) decode(env *eventsource.Envelope, id, occurred string, metadata, data []byte, schemaVersion int) error {
 	malformed := func(field string, err error) error {
 		return &eventsource.DecodeError{Type: env.Type, Kind: eventsource.ErrMalformed, Cause: fmt.Errorf("%s: %w", field, err)}
 	}
@@ -534,7 +564,9 @@ func (s *Store) decode(env *eventsource.Envelope, id, occurred string, metadata,
 			return malformed("metadata", err)
 		}
 	}
-	env.Event, err = s.registry.Decode(env.Type, data)
+	// Upcasts an older payload, and reads a former type name as the
+	// current one.
+	env.Event, env.Type, err = s.registry.DecodeVersion(env.Type, schemaVersion, data)
 	return err
 }
 

@@ -45,7 +45,10 @@ func RegisterEvents(r *eventsource.Registry) error {
 	if err := eventsource.Register[Withdrawn](r); err != nil {
 		return err
 	}
-	return eventsource.Register[*Renamed](r)
+	if err := eventsource.Register[*Renamed](r); err != nil {
+		return err
+	}
+	return RegisterUpcasting(r)
 }
 
 // NewRegistry returns a registry that knows the suite's event types, for

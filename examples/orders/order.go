@@ -34,6 +34,7 @@ func registerOrderEvents(r *eventsource.Registry) {
 	eventsource.MustRegister[OrderPlaced](r)
 	eventsource.MustRegister[OrderShipped](r)
 	eventsource.MustRegister[OrderCancelled](r)
+	registerOrderEvolution(r) // OrderRepriced and the step that reads its dollar-priced past (doc_evolution.go)
 }
 
 // Errors for commands an order refuses.
