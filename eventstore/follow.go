@@ -54,10 +54,41 @@ type Follower struct {
 	RetryMin, RetryMax time.Duration
 	// Logger receives each failure Follow retries (default slog.Default()).
 	Logger *slog.Logger
+	// BatchSize is how many events CatchUpBatches and FollowBatches hand
+	// to fn at once (default DefaultBatchSize). The checkpoint is saved
+	// after every batch, so a crash hands at most one batch again.
+	BatchSize int
+	// Lease, when set, makes Follow and FollowBatches run only while Owner
+	// holds the lease named Name: at most one follower per name is active
+	// across processes, the others wait in standby and one takes over
+	// within about LeaseTTL when the holder dies.
+	Lease Lease
+	// LeaseTTL is how long a hold lasts without renewal (default
+	// DefaultLeaseTTL). It bounds failover time; the holder renews it
+	// every third of it.
+	LeaseTTL time.Duration
+	// Owner identifies this follower to the lease (default DefaultOwner()).
+	Owner string
 
 	mu     sync.Mutex
 	status FollowerStatus
+	wake   chan struct{} // Nudge's signal to Follow; capacity 1
 }
+
+// DefaultBatchSize is a Follower's BatchSize when it is not set.
+const DefaultBatchSize = 1000
+
+// FollowerState says what a follower is doing.
+type FollowerState string
+
+// The states of a Follower.
+const (
+	StateStopped    FollowerState = "stopped"     // not running
+	StateStandby    FollowerState = "standby"     // waiting for another owner's lease
+	StateCatchingUp FollowerState = "catching_up" // reading and applying
+	StateLive       FollowerState = "live"        // caught up, waiting for events
+	StateRetrying   FollowerState = "retrying"    // a pass failed; waiting to retry
+)
 
 // FollowerStatus is what a Follower has done so far, for health checks and
 // operators.
@@ -75,14 +106,59 @@ type FollowerStatus struct {
 	// are kept after a recovery, for diagnosis.
 	LastError   error
 	LastFailure time.Time
+	// Head is the highest position this follower knows to be stored: what
+	// its reads reached, or what Nudge reported. It may trail the store's
+	// real head between passes.
+	Head int64
+	// State is what the follower is doing now.
+	State FollowerState
 }
+
+// Lag is how many known events the follower has still to apply.
+func (s FollowerStatus) Lag() int64 { return max(s.Head-s.Position, 0) }
 
 // Status returns the follower's current status. It is safe to call while
 // CatchUp or Follow runs.
 func (f *Follower) Status() FollowerStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.status
+	st := f.status
+	if st.State == "" {
+		st.State = StateStopped
+	}
+	return st
+}
+
+// Nudge tells a running Follow or FollowBatches that events up to position
+// head were stored (0 if unknown), so that it starts a pass now instead of
+// at its next poll. It never blocks; nudges during a pass are coalesced
+// into one more pass.
+func (f *Follower) Nudge(head int64) {
+	f.mu.Lock()
+	f.status.Head = max(f.status.Head, head)
+	w := f.wakeLocked()
+	f.mu.Unlock()
+	select {
+	case w <- struct{}{}:
+	default:
+	}
+}
+
+func (f *Follower) wakeLocked() chan struct{} {
+	if f.wake == nil {
+		f.wake = make(chan struct{}, 1)
+	}
+	return f.wake
+}
+
+func (f *Follower) wakeups() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.wakeLocked()
+}
+
+func (f *Follower) setState(st FollowerState) {
+	f.update(func(s *FollowerStatus) { s.State = st })
 }
 
 // CatchUp hands every event after the checkpoint to fn, in position order,
@@ -133,7 +209,7 @@ func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventso
 		}
 		done++
 		last = env.Position
-		f.update(func(s *FollowerStatus) { s.Position = last })
+		f.update(func(s *FollowerStatus) { s.Position, s.Head = last, max(s.Head, last) })
 		// fn finished this event although ctx ended: stop here, and let
 		// the save below record it.
 		if cerr := ctx.Err(); cerr != nil {
@@ -206,23 +282,182 @@ func (f *Follower) Reset(ctx context.Context) error {
 	return f.Checkpoints.SaveCheckpoint(ctx, f.Name, 0)
 }
 
-// Follow calls CatchUp, then again every interval, until ctx ends. A failed
-// pass is logged and retried after a backoff (see RetryMin): a failure
-// delays the follower but never stops it. When ctx ends, Follow saves the
-// position of what fn applied and returns nil, or an error matching
-// ErrCheckpointNotSaved if that save failed (those events would be
-// applied again).
+// Follow calls CatchUp, then again every interval or as soon as Nudge is
+// called, until ctx ends. A failed pass is logged and retried after a
+// backoff (see RetryMin): a failure delays the follower but never stops
+// it. When ctx ends, Follow saves the position of what fn applied and
+// returns nil, or an error matching ErrCheckpointNotSaved if that save
+// failed (those events would be applied again). With a Lease, passes run
+// only while this follower holds it.
 func (f *Follower) Follow(ctx context.Context, interval time.Duration, fn func(context.Context, eventsource.Envelope) error) error {
+	return f.run(ctx, interval, func(ctx context.Context) (int64, error) {
+		_, unsaved, err := f.catchUp(ctx, fn)
+		return unsaved, err
+	})
+}
+
+// CatchUpBatches is CatchUp with fn taking up to BatchSize events at once,
+// in position order, and the checkpoint saved after each batch fn accepts.
+// A batch fn fails is handed again whole by the next pass. While fn runs,
+// the next batch is read, so a follower whose fn is a network round trip
+// (the outbox relay) is not slowed down by the store's reads.
+func (f *Follower) CatchUpBatches(ctx context.Context, fn func(context.Context, []eventsource.Envelope) error) (int, error) {
+	done, _, err := f.catchUpBatches(ctx, fn)
+	return done, err
+}
+
+// FollowBatches is Follow with fn taking batches, as in CatchUpBatches.
+func (f *Follower) FollowBatches(ctx context.Context, interval time.Duration, fn func(context.Context, []eventsource.Envelope) error) error {
+	return f.run(ctx, interval, func(ctx context.Context) (int64, error) {
+		_, unsaved, err := f.catchUpBatches(ctx, fn)
+		return unsaved, err
+	})
+}
+
+// readBatch is what catchUpBatches's reader hands on: events, then possibly
+// the error that ended the read.
+type readBatch struct {
+	envs []eventsource.Envelope
+	err  error
+}
+
+func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, []eventsource.Envelope) error) (done int, unsaved int64, err error) {
+	from, err := f.Checkpoints.Checkpoint(ctx, f.Name)
+	if err != nil {
+		err = fmt.Errorf("eventstore: follower %q: read checkpoint: %w", f.Name, err)
+		f.finish(ctx, err)
+		return 0, 0, err
+	}
+	f.update(func(s *FollowerStatus) { s.Position, s.Saved = from, from })
+	size := f.BatchSize
+	if size <= 0 {
+		size = DefaultBatchSize
+	}
+
+	// The reader runs one batch ahead of fn.
+	rctx, cancel := context.WithCancel(ctx)
+	batches := make(chan readBatch, 1)
+	go func() {
+		defer close(batches)
+		send := func(b readBatch) bool {
+			select {
+			case batches <- b:
+				return true
+			case <-rctx.Done():
+				return false
+			}
+		}
+		batch := make([]eventsource.Envelope, 0, size)
+		for env, rerr := range f.Store.ReadAll(rctx, from+1) {
+			if rerr != nil {
+				send(readBatch{envs: batch, err: rerr})
+				return
+			}
+			batch = append(batch, env)
+			if len(batch) == size {
+				if !send(readBatch{envs: batch}) {
+					return
+				}
+				batch = make([]eventsource.Envelope, 0, size)
+			}
+		}
+		if len(batch) > 0 {
+			send(readBatch{envs: batch})
+		}
+	}()
+	defer func() {
+		cancel()
+		for range batches { // let the reader finish
+		}
+	}()
+
+	last := from
+	for b := range batches {
+		if len(b.envs) > 0 {
+			// A stop takes no further batch.
+			if cerr := ctx.Err(); cerr != nil {
+				err = fmt.Errorf("eventstore: follower %q: stopped after position %d: %w", f.Name, last, cerr)
+				break
+			}
+			first, end := b.envs[0].Position, b.envs[len(b.envs)-1].Position
+			if ferr := fn(ctx, b.envs); ferr != nil {
+				err = fmt.Errorf("eventstore: follower %q: batch at positions %d-%d: %w", f.Name, first, end, ferr)
+				break
+			}
+			done += len(b.envs)
+			last = end
+			f.update(func(s *FollowerStatus) { s.Position, s.Head = last, max(s.Head, last) })
+			if err = f.save(ctx, last); err != nil {
+				unsaved = last
+				break
+			}
+		}
+		if b.err != nil {
+			err = fmt.Errorf("eventstore: follower %q: read after %d: %w", f.Name, last, b.err)
+			break
+		}
+	}
+	f.finish(ctx, err)
+	return done, unsaved, err
+}
+
+// run is the loop of Follow and FollowBatches: with a Lease, it waits in
+// standby until it holds the lease, then follows until it loses it.
+func (f *Follower) run(ctx context.Context, interval time.Duration, pass func(context.Context) (int64, error)) error {
+	defer f.setState(StateStopped)
+	if f.Lease == nil {
+		return f.follow(ctx, interval, pass)
+	}
+	ttl := f.LeaseTTL
+	if ttl <= 0 {
+		ttl = DefaultLeaseTTL
+	}
+	owner := f.Owner
+	if owner == "" {
+		owner = DefaultOwner()
+	}
+	// A standby follower retries the lease a few times per TTL, so that it
+	// takes over soon after a dead holder's hold expires.
+	poll := min(ttl/4, max(interval, 10*time.Millisecond))
+	for {
+		f.setState(StateStandby)
+		h, err := AcquireLease(ctx, f.Lease, f.Name, owner, ttl)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			f.finish(ctx, err)
+			f.logger().WarnContext(ctx, "follower cannot reach its lease, retrying", "follower", f.Name, "error", err)
+		case h != nil:
+			err = f.follow(h.Context(), interval, pass)
+			h.Release()
+			if ctx.Err() != nil {
+				return err
+			}
+			f.logger().WarnContext(ctx, "follower lost its lease, standing by", "follower", f.Name, "owner", owner,
+				"cause", context.Cause(h.Context()))
+			continue // try again at once: the hold may be ours again
+		}
+		if !sleep.For(ctx, poll) {
+			return nil
+		}
+	}
+}
+
+// follow runs passes until ctx ends.
+func (f *Follower) follow(ctx context.Context, interval time.Duration, pass func(context.Context) (int64, error)) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	wake := f.wakeups()
 	// pending is a position fn applied but a save failed to record. It is
 	// saved before the next pass, which would otherwise apply it again.
 	var pending int64
 	for {
+		f.setState(StateCatchingUp)
 		err := f.retrySave(ctx, pending)
 		if err == nil {
 			pending = 0
-			_, pending, err = f.catchUp(ctx, fn)
+			pending, err = pass(ctx)
 		}
 		if ctx.Err() != nil {
 			// The pass saved with a detached context already; only a
@@ -233,6 +468,7 @@ func (f *Follower) Follow(ctx context.Context, interval time.Duration, fn func(c
 			return nil
 		}
 		if err != nil {
+			f.setState(StateRetrying)
 			st := f.Status()
 			d := f.backoff(st.ConsecutiveFailures)
 			f.logger().WarnContext(ctx, "follower failed, retrying",
@@ -242,10 +478,12 @@ func (f *Follower) Follow(ctx context.Context, interval time.Duration, fn func(c
 			}
 			continue
 		}
+		f.setState(StateLive)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-wake:
 		}
 	}
 }

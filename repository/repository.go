@@ -1,13 +1,24 @@
 // Package repository loads and saves event-sourced aggregates: Load replays
 // an aggregate's stream (from its latest snapshot when there is one); Save
-// appends its pending events with optimistic concurrency, then publishes
-// them on the bus.
+// appends its pending events with optimistic concurrency and hands them to
+// the bus in one of two modes.
 //
-// A crash between append and publish must not lose events for subscribers.
-// Run a Relay for that: it publishes from the store's global order with its
-// own checkpoint, so publishing is at-least-once end to end. A repository
-// used with a relay is usually built without a bus (nil), leaving all
-// publishing to the relay.
+// Direct publishing, New(store, b, ...): Save appends, then publishes the
+// stored events on b itself. A crash or a bus failure between the two
+// leaves events stored but unpublished (Save returns a *PublishError); a
+// Relay run beside it would publish every event a second time.
+// Choose it when subscribers can live with a lost event, or for tests and
+// the in-process bus, where publishing cannot fail halfway.
+//
+// Outbox mode, New(store, nil, ..., WithOutbox(relay)): Save appends and
+// nudges the Relay, which is the only publisher: it publishes the store's
+// global order from its checkpoint, in batches, so a crash between append
+// and publish delays events and loses none, and nothing is published twice
+// except, after a crash, the one batch that was in flight. Choose it for
+// broker buses in production: publishing is at-least-once end to end, and
+// the nudge keeps the latency to a store read and a broker round trip.
+// Run the relay (Relay.Run) in the same process, with WithRelayLease when
+// several processes run it.
 package repository
 
 import (
@@ -50,6 +61,7 @@ type Repository[A aggregate.Root] struct {
 	snapshots     eventstore.SnapshotStore
 	snapshotEvery int64
 	logger        *slog.Logger
+	outbox        *Relay
 }
 
 // Option configures a Repository.
@@ -59,7 +71,13 @@ type options struct {
 	snapshots     eventstore.SnapshotStore
 	snapshotEvery int64
 	logger        *slog.Logger
+	outbox        *Relay
 }
+
+// WithOutbox selects outbox mode: Save appends, then nudges r, which is the
+// only publisher (see the package doc). The repository must be built
+// without a bus: two publishers would publish every event twice.
+func WithOutbox(r *Relay) Option { return func(o *options) { o.outbox = r } }
 
 // WithSnapshots loads aggregates from their latest snapshot and saves a new
 // one whenever a save crosses a multiple of every events. It applies to
@@ -72,11 +90,15 @@ func WithSnapshots(store eventstore.SnapshotStore, every int) Option {
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // New returns a repository. newAggregate returns an empty aggregate; b may
-// be nil, leaving publishing to a Relay.
+// be nil, leaving publishing to a Relay. New panics when given both a bus
+// and WithOutbox.
 func New[A aggregate.Root](store eventstore.Store, b bus.Bus, newAggregate func() A, opts ...Option) *Repository[A] {
 	o := options{logger: slog.Default()}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.outbox != nil && b != nil {
+		panic("repository: New with both a bus and WithOutbox: every event would be published twice")
 	}
 	return &Repository[A]{
 		store:         store,
@@ -86,6 +108,7 @@ func New[A aggregate.Root](store eventstore.Store, b bus.Bus, newAggregate func(
 		snapshots:     o.snapshots,
 		snapshotEvery: o.snapshotEvery,
 		logger:        o.logger,
+		outbox:        o.outbox,
 	}
 }
 
@@ -146,7 +169,7 @@ func (r *Repository[A]) restoreSnapshot(ctx context.Context, streamID, id string
 }
 
 // Save appends a's pending events at a's committed version, then publishes
-// them. A concurrent writer makes it fail with an error matching
+// them, or in outbox mode nudges the relay. A concurrent writer makes it fail with an error matching
 // eventsource.ErrConcurrencyConflict, with nothing stored or published;
 // reload and retry the command. A bus failure after the append returns a
 // *PublishError: the events are stored.
@@ -183,6 +206,10 @@ func (r *Repository[A]) Save(ctx context.Context, a A) error {
 	}
 	aggregate.MarkCommitted(a)
 	r.maybeSnapshot(ctx, a, streamID, before)
+	if r.outbox != nil {
+		r.outbox.Nudge(stored[len(stored)-1].Position)
+		return nil
+	}
 	if r.bus == nil {
 		return nil
 	}
