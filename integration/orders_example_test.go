@@ -3,9 +3,11 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +57,13 @@ func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 // across aggregates depends on the bus) and the store's history.
 func runOrders(t *testing.T, args ...string) []string {
 	t.Helper()
+	figures, _ := runOrdersOutput(t, args...)
+	return figures
+}
+
+// runOrdersOutput is runOrders, with the whole standard output too.
+func runOrdersOutput(t *testing.T, args ...string) (figures []string, stdoutText string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
@@ -69,7 +78,6 @@ func runOrders(t *testing.T, args ...string) []string {
 	if i < 0 {
 		t.Fatalf("orders %v printed no summary:\n%s", args, out)
 	}
-	var figures []string
 	for line := range strings.Lines(out[i:]) {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "Order") || strings.HasPrefix(line, "store history") {
@@ -77,7 +85,7 @@ func runOrders(t *testing.T, args ...string) []string {
 		}
 		figures = append(figures, line)
 	}
-	return figures
+	return figures, out
 }
 
 // TestOrdersExampleSameFiguresOnEveryBus is scenario 6 of each broker bus:
@@ -92,18 +100,60 @@ func TestOrdersExampleSameFiguresOnEveryBus(t *testing.T) {
 	buses := []struct {
 		name string
 		args func(t *testing.T) []string
+		// where: how the output names the place of the events.
+		where *regexp.Regexp
 	}{
-		{"redis", func(t *testing.T) []string { return []string{"-redis-url", redisURL(t)} }},
-		{"rabbitmq", func(t *testing.T) []string { return []string{"-amqp-url", amqpURL(t)} }},
-		{"kafka", func(t *testing.T) []string { return []string{"-kafka-brokers", strings.Join(kafkaBrokers(t), ",")} }},
+		{"redis", func(t *testing.T) []string { return []string{"-redis-url", redisURL(t)} },
+			regexp.MustCompile(`(?m)^events are on Redis stream "\{orders-example-[0-9a-f]{8}\}:events" at redis://\S+ \(consumer group "orders"\)$`)},
+		{"rabbitmq", func(t *testing.T) []string { return []string{"-amqp-url", amqpURL(t)} },
+			regexp.MustCompile(`(?m)^events are on RabbitMQ exchange "orders-example-[0-9a-f]{8}" at amqp://\S+ \(queue "orders-example-[0-9a-f]{8}\.orders"\)$`)},
+		{"kafka", func(t *testing.T) []string { return []string{"-kafka-brokers", strings.Join(kafkaBrokers(t), ",")} },
+			regexp.MustCompile(`(?m)^events are on Kafka topic "orders-example-[0-9a-f]{8}" at \S+ \(consumer group "orders"\)$`)},
 	}
 	for _, b := range buses {
 		t.Run(b.name, func(t *testing.T) {
-			got := runOrders(t, append([]string{"-bus", b.name}, b.args(t)...)...)
+			got, out := runOrdersOutput(t, append([]string{"-bus", b.name}, b.args(t)...)...)
 			if !slices.Equal(got, want) {
 				t.Errorf("-bus %s figures differ from the in-process bus:\n got %q\nwant %q", b.name, got, want)
 			}
+			if !b.where.MatchString(out) || !strings.Contains(out, "connecting to ") {
+				t.Errorf("-bus %s does not say where its events are (want a line matching %s):\n%s", b.name, b.where, out)
+			}
+			if strings.Contains(out, "guest:guest") {
+				t.Errorf("-bus %s printed a password:\n%s", b.name, out)
+			}
 		})
+	}
+}
+
+// TestOrdersExampleCommandLine runs the built example as a newcomer would:
+// -h succeeds and lists the flags; a mistyped backend fails with status 2
+// and creates nothing in the working directory.
+func TestOrdersExampleCommandLine(t *testing.T) {
+	bin := ordersBinary(t)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "-h")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("orders -h: %v\n%s", err, out)
+	}
+	for _, want := range []string{"-bus", "-store", "-sqlite-path", "-timeout"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("orders -h lacks %q:\n%s", want, out)
+		}
+	}
+	for _, args := range [][]string{{"-bus", "nats"}, {"-store", "mongo"}, {"-nosuch"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Errorf("orders %q: %v, want exit status 2\n%s", args, err, out)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+			t.Fatalf("orders %q created %s", args, entries[0].Name())
+		}
 	}
 }
 

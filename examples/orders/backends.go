@@ -20,6 +20,7 @@ import (
 	"github.com/eventsource-go/eventsource/eventstore"
 	"github.com/eventsource-go/eventsource/eventstore/postgres"
 	"github.com/eventsource-go/eventsource/eventstore/sqlite"
+	"github.com/eventsource-go/eventsource/internal/redact"
 )
 
 // The embedded store is the default: a SQLite file in the working
@@ -38,9 +39,6 @@ func openStore(ctx context.Context, cfg config, registry *eventsource.Registry) 
 		}
 		return s, func() { _ = s.Close() }, nil
 	case "postgres":
-		if cfg.postgresURL == "" {
-			return nil, nil, fmt.Errorf("-store postgres needs -postgres-url (or EVENTSOURCE_POSTGRES_URL)")
-		}
 		pool, err := pgxpool.New(ctx, cfg.postgresURL)
 		if err != nil {
 			return nil, nil, fmt.Errorf("postgres: %w", err)
@@ -89,6 +87,44 @@ func openBus(ctx context.Context, cfg config, registry *eventsource.Registry, lo
 		}, nil
 	}
 	return nil, nil, fmt.Errorf("unknown -bus %q: use memory, redis, rabbitmq or kafka", cfg.bus)
+}
+
+// busLocation says where a broker-backed bus keeps the events: the Redis
+// stream, the RabbitMQ exchange and queue, the Kafka topic. It is "" for
+// the in-process bus.
+func busLocation(b bus.Bus) string {
+	switch b := b.(type) {
+	case *redisbus.Bus:
+		c := b.Config()
+		return fmt.Sprintf("Redis stream %q at %s (consumer group %q)", "{"+c.StreamPrefix+"}:events", c.RedactedURL(), c.Group)
+	case *rabbitmq.Bus:
+		n := b.Config().Names()
+		return fmt.Sprintf("RabbitMQ exchange %q at %s (queue %q)", n.Exchange, redact.URL(b.Config().URL), n.Queue)
+	case *kafka.Bus:
+		c := b.Config()
+		return fmt.Sprintf("Kafka topic %q at %s (consumer group %q)", c.Topic, strings.Join(c.Brokers, ","), c.Group)
+	}
+	return ""
+}
+
+// brokerAddress names the broker -bus chose, without its password.
+func brokerAddress(cfg config) string {
+	switch cfg.bus {
+	case "redis":
+		return "Redis at " + redact.URL(cfg.redisURL)
+	case "rabbitmq":
+		return "RabbitMQ at " + redact.URL(cfg.amqpURL)
+	case "kafka":
+		return "Kafka at " + cfg.kafka
+	}
+	return "the " + cfg.bus + " bus"
+}
+
+func busLocationOr(b bus.Bus, name string) string {
+	if where := busLocation(b); where != "" {
+		return where
+	}
+	return "the " + name + " bus"
 }
 
 // deleteRabbitTopology removes the run's exchange and queues.

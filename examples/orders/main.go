@@ -4,6 +4,7 @@
 //
 //	go run ./examples/orders                       # embedded defaults: SQLite file, in-process bus
 //	go run ./examples/orders -store memory -bus redis
+//	go run ./examples/orders -h                    # every flag, and what each needs running
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,12 +29,38 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "orders:", err)
-		os.Exit(1)
-	}
+	code := exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+	stop()
+	os.Exit(code)
 }
+
+// exitCode is the process's status for what run returned: 0 for success
+// and for -h (the usage was asked for), 2 for a bad command line (the
+// flag package printed why), 1 otherwise.
+func exitCode(err error, stderr io.Writer) int {
+	var usage usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &usage):
+		fmt.Fprintln(stderr, "orders:", err)
+		fmt.Fprintln(stderr, "run 'orders -h' for the flags")
+		return 2
+	case errors.Is(err, errFlagSyntax):
+		return 2
+	}
+	fmt.Fprintln(stderr, "orders:", err)
+	return 1
+}
+
+// usageError is a command line that parses but asks for something the
+// example does not have; nothing has been created when it is returned.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// errFlagSyntax wraps what the flag package refused (it printed why).
+var errFlagSyntax = errors.New("bad flags")
 
 type config struct {
 	store, bus  string
@@ -48,22 +76,75 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("orders", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.store, "store", defaultStore, "event store: memory, sqlite or postgres")
 	fs.StringVar(&c.bus, "bus", "memory", "event bus: memory, redis, rabbitmq or kafka")
 	fs.StringVar(&c.sqlitePath, "sqlite-path", "orders.db", "SQLite file for -store sqlite")
-	fs.StringVar(&c.postgresURL, "postgres-url", os.Getenv("EVENTSOURCE_POSTGRES_URL"), "PostgreSQL URL for -store postgres")
+	fs.StringVar(&c.postgresURL, "postgres-url", envOr("EVENTSOURCE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL for -store postgres")
 	fs.StringVar(&c.redisURL, "redis-url", envOr("EVENTSOURCE_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL for -bus redis")
 	fs.StringVar(&c.amqpURL, "amqp-url", envOr("EVENTSOURCE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "AMQP URL for -bus rabbitmq")
-	fs.StringVar(&c.kafka, "kafka-brokers", envOr("EVENTSOURCE_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka brokers for -bus kafka")
+	fs.StringVar(&c.kafka, "kafka-brokers", envOr("EVENTSOURCE_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka brokers (comma-separated) for -bus kafka")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long to wait for handlers on a broker-backed bus")
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, fmt.Errorf("%w: %w", errFlagSyntax, err)
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+		return c, usageError{fmt.Sprintf("unexpected arguments: %v", fs.Args())}
+	}
+	// Check every choice before anything is opened or created: a mistyped
+	// -bus must not leave an orders.db behind.
+	switch c.store {
+	case "memory", "sqlite", "postgres":
+	default:
+		return c, usageError{fmt.Sprintf("unknown -store %q: use memory, sqlite or postgres", c.store)}
+	}
+	switch c.bus {
+	case "memory", "redis", "rabbitmq", "kafka":
+	default:
+		return c, usageError{fmt.Sprintf("unknown -bus %q: use memory, redis, rabbitmq or kafka", c.bus)}
+	}
+	if c.store == "postgres" && c.postgresURL == "" {
+		return c, usageError{"-store postgres needs -postgres-url (or EVENTSOURCE_POSTGRES_URL)"}
+	}
+	if c.store == "sqlite" && c.sqlitePath == "" {
+		return c, usageError{"-store sqlite needs -sqlite-path"}
+	}
+	if c.bus == "kafka" && strings.Trim(c.kafka, ", ") == "" {
+		return c, usageError{"-bus kafka needs -kafka-brokers"}
+	}
+	if c.timeout <= 0 {
+		return c, usageError{"-timeout must be positive"}
 	}
 	return c, nil
 }
+
+const usageText = `Usage: orders [flags]
+
+The orders walkthrough: places, ships and cancels orders through a
+repository, a projection, a notifier and an audit log on a bus.
+
+With no flags it needs nothing running: events go to a SQLite file
+(orders.db in the working directory; a second run shows the history of the
+first) and through the in-process bus. The other choices need a server:
+
+  -store memory     nothing; the events are gone when the run ends
+  -store postgres   PostgreSQL at -postgres-url (the database must exist)
+  -bus redis        Redis 5 or later at -redis-url
+  -bus rabbitmq     RabbitMQ at -amqp-url
+  -bus kafka        a Kafka broker at -kafka-brokers (topics are created)
+
+On a broker each run uses names of its own (printed) and deletes them at
+the end. The URLs default to the EVENTSOURCE_* variables, else to the
+standard ports on 127.0.0.1.
+
+Flags:
+`
 
 func envOr(name, fallback string) string {
 	if v := os.Getenv(name); v != "" {
@@ -81,6 +162,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	registry := eventsource.NewRegistry()
 	registerOrderEvents(registry)
 
+	fmt.Fprintf(stdout, "orders example: store=%s bus=%s\n", cfg.store, cfg.bus)
+	if cfg.bus != "memory" {
+		fmt.Fprintf(stdout, "connecting to %s ...\n", brokerAddress(cfg))
+	}
 	store, closeStore, err := openStore(ctx, cfg, registry)
 	if err != nil {
 		return err
@@ -110,23 +195,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Every subscription is declared: start consuming. On a broker this is
 	// what keeps a group's backlog from being read before its handlers exist.
 	if err := b.Start(ctx); err != nil {
-		return err
+		return fmt.Errorf("start consuming on %s: %w", busLocationOr(b, cfg.bus), err)
 	}
 
 	repo := repository.New(store, b, newOrder, repository.WithLogger(logger),
 		repository.WithSnapshots(eventstore.NewMemorySnapshots(), 100))
-	fmt.Fprintf(stdout, "orders example: store=%s bus=%s\n\n", cfg.store, cfg.bus)
+	if where := busLocation(b); where != "" {
+		fmt.Fprintf(stdout, "events are on %s\n", where)
+	}
+	fmt.Fprintln(stdout)
 	labels, err := walkthrough(ctx, stdout, repo)
 	if err != nil {
 		return err
 	}
 
 	// A broker-backed bus delivers asynchronously: wait until every
-	// subscriber has seen its events before reading the results.
-	if err := waitFor(ctx, cfg.timeout, func() bool {
-		return len(audit.Entries()) >= 5 && len(notifier.Sent()) >= 3 && summary.Summary().Events >= 5
-	}); err != nil {
-		return fmt.Errorf("waiting for handlers: %w", err)
+	// subscriber has seen its events before reading the results, saying
+	// what is still missing while the wait lasts.
+	progress := func() (string, bool) {
+		a, n, p := len(audit.Entries()), len(notifier.Sent()), summary.Summary().Events
+		return fmt.Sprintf("audit log %d/5 events, notifications %d/3, projection %d/5 events", a, n, p),
+			a >= 5 && n >= 3 && p >= 5
+	}
+	if err := waitFor(ctx, cfg.timeout, progressEvery, stdout, progress); err != nil {
+		state, _ := progress()
+		return fmt.Errorf("waiting for handlers on %s (%s): %w", busLocationOr(b, cfg.bus), state, err)
 	}
 	closeCtx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
@@ -214,19 +307,34 @@ func walkthrough(ctx context.Context, w io.Writer, repo *repository.Repository[*
 	return labels, nil
 }
 
-func waitFor(ctx context.Context, timeout time.Duration, done func() bool) error {
+// progressEvery is how long a wait for handlers lasts before the example
+// says what it is waiting for, and how often it says it again.
+var progressEvery = 2 * time.Second
+
+// waitFor polls state until it reports done or timeout passes. Every
+// `every` it prints what it is still waiting for to w.
+func waitFor(ctx context.Context, timeout, every time.Duration, w io.Writer, state func() (string, bool)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	start := time.Now()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for !done() {
+	say := time.NewTicker(every)
+	defer say.Stop()
+	for {
+		s, done := state()
+		if done {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-say.C:
+			fmt.Fprintf(w, "still waiting for the handlers (%s of %s): %s\n",
+				time.Since(start).Round(time.Second), timeout, s)
 		case <-tick.C:
 		}
 	}
-	return nil
 }
 
 func countStored(ctx context.Context, store eventstore.Store) (int, error) {
