@@ -13,8 +13,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/eventsource-go/eventsource/internal/testenv"
 )
 
 var (
@@ -92,7 +90,11 @@ func runOrdersOutput(t *testing.T, args ...string) (figures []string, stdoutText
 // the walkthrough prints the same figures as on the in-process bus.
 func TestOrdersExampleSameFiguresOnEveryBus(t *testing.T) {
 	want := runOrders(t, "-bus", "memory")
-	for _, line := range []string{"total revenue: $450.00", "handlers invoked: 13", "events published: 5"} {
+	for _, line := range []string{"total revenue: $450.00", "handlers invoked: 13", "events published: 5",
+		// The payment saga's figures, beside the tutorial's.
+		"payments requested: 3", "paid: 1, declined: 1, timed out: 1",
+		"orders cancelled by the saga: 2 (1 payment declined, 1 payment timeout)",
+		"commands dispatched: 3 RequestPayment, 2 CancelOrder"} {
 		if !slices.Contains(want, line) {
 			t.Fatalf("in-process figures lack %q: %q", line, want)
 		}
@@ -169,8 +171,7 @@ func TestOrdersExampleOnEveryStore(t *testing.T) {
 			return []string{"-sqlite-path", filepath.Join(t.TempDir(), "orders.db")}
 		}},
 		{"postgres", func(t *testing.T) []string {
-			return []string{"-postgres-url", testenv.URL(t, "EVENTSOURCE_POSTGRES_URL",
-				"set it to a PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")}
+			return []string{"-postgres-url", postgresURL(t)}
 		}},
 	}
 	for _, s := range stores {

@@ -1,0 +1,183 @@
+package saga
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/eventsource-go/eventsource"
+)
+
+// ErrConflict is returned by Store.Save when the instance changed since it
+// was loaded. It matches eventsource.ErrConcurrencyConflict too.
+var ErrConflict = fmt.Errorf("saga: instance changed concurrently: %w", eventsource.ErrConcurrencyConflict)
+
+// Instance is the stored record of one saga instance.
+type Instance struct {
+	Saga string `json:"-"`
+	ID   string `json:"-"`
+	// Version counts the instance's writes; 0 until it is first saved.
+	Version int64 `json:"-"`
+
+	State json.RawMessage `json:"state,omitempty"`
+	Ended bool            `json:"ended,omitempty"`
+	// CorrelationID is the correlation of the event that started the
+	// instance, given to commands its deadlines send.
+	CorrelationID string `json:"correlation_id,omitempty"`
+	// Processed holds the IDs of the latest deliveries applied (events,
+	// deadlines), newest last, at most MaxProcessed of them.
+	Processed []string         `json:"processed,omitempty"`
+	Outbox    []PendingCommand `json:"outbox,omitempty"`
+	Deadlines []Deadline       `json:"deadlines,omitempty"`
+}
+
+// MaxProcessed bounds an instance's list of processed delivery IDs: a
+// redelivery older than that many later deliveries to the same instance
+// would be applied again.
+const MaxProcessed = 1000
+
+// Deadline is a scheduled wake-up of an instance.
+type Deadline struct {
+	ID       string    `json:"id"`
+	Saga     string    `json:"-"`
+	Instance string    `json:"-"`
+	Name     string    `json:"name"`
+	Due      time.Time `json:"due"`
+}
+
+// Store keeps saga instances and an index of their deadlines by due time.
+type Store interface {
+	// Load returns the instance, or one with Version 0 when none is stored.
+	Load(ctx context.Context, saga, id string) (Instance, error)
+	// Save writes inst if the stored version is still inst.Version (or
+	// nothing is stored when it is 0), replacing the instance's deadlines
+	// by inst.Deadlines in the same write, and increments inst.Version.
+	// Otherwise it returns an error matching ErrConflict.
+	Save(ctx context.Context, inst *Instance) error
+	// ClaimDue returns up to limit deadlines of saga due at now and not
+	// claimed, and claims them until now+hold so that other runners skip
+	// them meanwhile.
+	ClaimDue(ctx context.Context, saga string, now time.Time, hold time.Duration, limit int) ([]Deadline, error)
+}
+
+// MemoryStore is a Store in memory, for tests and single-process use.
+type MemoryStore struct {
+	mu        sync.Mutex
+	instances map[[2]string]memoryRow
+	claims    map[string]time.Time // deadline ID -> claimed until
+}
+
+type memoryRow struct {
+	version int64
+	doc     []byte
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// NewMemoryStore returns an empty MemoryStore.
+func NewMemoryStore() *MemoryStore {
+	return &MemoryStore{instances: map[[2]string]memoryRow{}, claims: map[string]time.Time{}}
+}
+
+// Load implements Store.
+func (m *MemoryStore) Load(_ context.Context, saga, id string) (Instance, error) {
+	m.mu.Lock()
+	row, ok := m.instances[[2]string{saga, id}]
+	m.mu.Unlock()
+	if !ok {
+		return Instance{Saga: saga, ID: id}, nil
+	}
+	return decodeInstance(saga, id, row.version, row.doc)
+}
+
+// Save implements Store.
+func (m *MemoryStore) Save(_ context.Context, inst *Instance) error {
+	doc, err := encodeInstance(inst)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := [2]string{inst.Saga, inst.ID}
+	if m.instances[key].version != inst.Version {
+		return fmt.Errorf("%w: %s %s at version %d", ErrConflict, inst.Saga, inst.ID, inst.Version)
+	}
+	m.instances[key] = memoryRow{version: inst.Version + 1, doc: doc}
+	inst.Version++
+	return nil
+}
+
+// ClaimDue implements Store.
+func (m *MemoryStore) ClaimDue(_ context.Context, saga string, now time.Time, hold time.Duration, limit int) ([]Deadline, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var due []Deadline
+	for key, row := range m.instances {
+		if key[0] != saga {
+			continue
+		}
+		inst, err := decodeInstance(key[0], key[1], row.version, row.doc)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range inst.indexed() {
+			if !d.Due.After(now) && !m.claims[d.ID].After(now) {
+				due = append(due, d)
+			}
+		}
+	}
+	slices.SortFunc(due, func(a, b Deadline) int { return a.Due.Compare(b.Due) })
+	if len(due) > limit {
+		due = due[:limit]
+	}
+	for _, d := range due {
+		m.claims[d.ID] = now.Add(hold)
+	}
+	return due, nil
+}
+
+// outboxDeadline names the deadline row that stands for an instance's
+// undispatched commands: it comes due when their claim expires, so a
+// runner's RunDeadlines dispatches what a crashed or failed dispatch left.
+const outboxDeadline = "saga.outbox"
+
+// indexed returns the deadlines the store indexes for inst: its own, and
+// one for its outbox while it has one.
+func (inst *Instance) indexed() []Deadline {
+	ds := inst.Deadlines
+	if len(inst.Outbox) == 0 {
+		return ds
+	}
+	due := inst.Outbox[0].ClaimedUntil
+	for _, p := range inst.Outbox[1:] {
+		if p.ClaimedUntil.Before(due) {
+			due = p.ClaimedUntil
+		}
+	}
+	return append(slices.Clone(ds), Deadline{
+		ID:   fmt.Sprintf("outbox/%s/%s/%d", inst.Saga, inst.ID, due.UnixMilli()),
+		Saga: inst.Saga, Instance: inst.ID, Name: outboxDeadline, Due: due,
+	})
+}
+
+func encodeInstance(inst *Instance) ([]byte, error) {
+	doc, err := json.Marshal(inst)
+	if err != nil {
+		return nil, fmt.Errorf("saga: encode %s %s: %w", inst.Saga, inst.ID, err)
+	}
+	return doc, nil
+}
+
+func decodeInstance(saga, id string, version int64, doc []byte) (Instance, error) {
+	inst := Instance{Saga: saga, ID: id, Version: version}
+	if err := json.Unmarshal(doc, &inst); err != nil {
+		return Instance{}, fmt.Errorf("saga: decode %s %s: %w", saga, id, err)
+	}
+	for i := range inst.Deadlines {
+		inst.Deadlines[i].Saga, inst.Deadlines[i].Instance = saga, id
+	}
+	return inst, nil
+}
