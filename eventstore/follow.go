@@ -48,6 +48,11 @@ type Follower struct {
 	// SaveEvery saves the checkpoint after this many events (default 1).
 	// A crash replays at most this many events: delivery is at-least-once.
 	SaveEvery int
+	// SaveInterval, when set, also saves the checkpoint once this long
+	// passed since the last save, so that a slow fn does not leave many
+	// minutes of work unsaved while SaveEvery is large. CatchUp and Follow
+	// save at the end of every pass and at a stop in any case.
+	SaveInterval time.Duration
 	// RetryMin and RetryMax bound Follow's wait after a failed pass: it
 	// doubles from RetryMin up to RetryMax, with jitter (defaults
 	// DefaultRetryMin and DefaultRetryMax).
@@ -73,7 +78,24 @@ type Follower struct {
 	mu     sync.Mutex
 	status FollowerStatus
 	wake   chan struct{} // Nudge's signal to Follow; capacity 1
+	// marks are heads Nudge reported beyond Position, oldest first, with
+	// when they were reported: Status's LagTime is the age of the first.
+	marks []headMark
 }
+
+// headMark is a head position and when the follower learned of it.
+type headMark struct {
+	pos int64
+	at  time.Time
+}
+
+// maxMarks bounds the marks kept; past it the newest mark is moved
+// forward instead, which keeps the oldest (the one LagTime reads) exact.
+const maxMarks = 256
+
+// liveSlack is how far behind the head a live follower may fall during a
+// pass and still say it is live rather than catching up.
+const liveSlack = DefaultBatchSize
 
 // DefaultBatchSize is a Follower's BatchSize when it is not set.
 const DefaultBatchSize = 1000
@@ -88,6 +110,9 @@ const (
 	StateCatchingUp FollowerState = "catching_up" // reading and applying
 	StateLive       FollowerState = "live"        // caught up, waiting for events
 	StateRetrying   FollowerState = "retrying"    // a pass failed; waiting to retry
+	// StateHalted is set by users of a Follower (the projection runner)
+	// that stopped on an event they could not apply, until restarted.
+	StateHalted FollowerState = "halted"
 )
 
 // FollowerStatus is what a Follower has done so far, for health checks and
@@ -112,6 +137,11 @@ type FollowerStatus struct {
 	Head int64
 	// State is what the follower is doing now.
 	State FollowerState
+	// LagTime is how long ago the follower learned of the oldest event it
+	// has not applied yet (through Nudge or a store's append
+	// notification); 0 when it is not behind. It is how stale what the
+	// follower maintains may be.
+	LagTime time.Duration
 }
 
 // Lag is how many known events the follower has still to apply.
@@ -126,7 +156,32 @@ func (f *Follower) Status() FollowerStatus {
 	if st.State == "" {
 		st.State = StateStopped
 	}
+	if st.Lag() > 0 && len(f.marks) > 0 {
+		st.LagTime = time.Since(f.marks[0].at)
+	}
 	return st
+}
+
+// advance records that fn accepted the event at position p. f.mu is held.
+func (f *Follower) advanceLocked(p int64) {
+	s := &f.status
+	s.Position, s.Head = p, max(s.Head, p)
+	if len(f.marks) > 0 && f.marks[0].pos <= p {
+		i := 0
+		for i < len(f.marks) && f.marks[i].pos <= p {
+			i++
+		}
+		f.marks = append(f.marks[:0], f.marks[i:]...)
+	}
+	if s.State == StateLive && s.Head-p > liveSlack {
+		s.State = StateCatchingUp
+	}
+}
+
+func (f *Follower) advance(p int64) {
+	f.mu.Lock()
+	f.advanceLocked(p)
+	f.mu.Unlock()
 }
 
 // Nudge tells a running Follow or FollowBatches that events up to position
@@ -135,6 +190,13 @@ func (f *Follower) Status() FollowerStatus {
 // into one more pass.
 func (f *Follower) Nudge(head int64) {
 	f.mu.Lock()
+	if head > f.status.Head && head > f.status.Position {
+		if n := len(f.marks); n < maxMarks {
+			f.marks = append(f.marks, headMark{head, time.Now()})
+		} else {
+			f.marks[n-1].pos = head
+		}
+	}
 	f.status.Head = max(f.status.Head, head)
 	w := f.wakeLocked()
 	f.mu.Unlock()
@@ -188,6 +250,7 @@ func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventso
 	f.update(func(s *FollowerStatus) { s.Position, s.Saved = from, from })
 	every := max(f.SaveEvery, 1)
 	last, saved := from, from
+	savedAt := time.Now()
 	save := func() error {
 		if last == saved {
 			return nil
@@ -195,7 +258,7 @@ func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventso
 		if err := f.save(ctx, last); err != nil {
 			return err
 		}
-		saved = last
+		saved, savedAt = last, time.Now()
 		return nil
 	}
 	for env, rerr := range f.Store.ReadAll(ctx, from+1) {
@@ -209,14 +272,14 @@ func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventso
 		}
 		done++
 		last = env.Position
-		f.update(func(s *FollowerStatus) { s.Position, s.Head = last, max(s.Head, last) })
+		f.advance(last)
 		// fn finished this event although ctx ended: stop here, and let
 		// the save below record it.
 		if cerr := ctx.Err(); cerr != nil {
 			err = fmt.Errorf("eventstore: follower %q: stopped after position %d: %w", f.Name, last, cerr)
 			break
 		}
-		if done%every == 0 {
+		if done%every == 0 || (f.SaveInterval > 0 && time.Since(savedAt) >= f.SaveInterval) {
 			if err = save(); err != nil {
 				break
 			}
@@ -386,7 +449,7 @@ func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, 
 			}
 			done += len(b.envs)
 			last = end
-			f.update(func(s *FollowerStatus) { s.Position, s.Head = last, max(s.Head, last) })
+			f.advance(last)
 			if err = f.save(ctx, last); err != nil {
 				unsaved = last
 				break
@@ -405,6 +468,12 @@ func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, 
 // standby until it holds the lease, then follows until it loses it.
 func (f *Follower) run(ctx context.Context, interval time.Duration, pass func(context.Context) (int64, error)) error {
 	defer f.setState(StateStopped)
+	// A store that announces its appends wakes the follower at once;
+	// the interval is then only the fallback.
+	if n, ok := f.Store.(Notifier); ok {
+		stop := n.OnAppend(f.Nudge)
+		defer stop()
+	}
 	if f.Lease == nil {
 		return f.follow(ctx, interval, pass)
 	}
@@ -453,7 +522,13 @@ func (f *Follower) follow(ctx context.Context, interval time.Duration, pass func
 	// saved before the next pass, which would otherwise apply it again.
 	var pending int64
 	for {
-		f.setState(StateCatchingUp)
+		// A live follower woken for a few new events stays live;
+		// advance says catching up if it falls far behind.
+		f.update(func(s *FollowerStatus) {
+			if s.State != StateLive || s.Lag() > liveSlack {
+				s.State = StateCatchingUp
+			}
+		})
 		err := f.retrySave(ctx, pending)
 		if err == nil {
 			pending = 0

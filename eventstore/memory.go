@@ -40,6 +40,7 @@ type Memory struct {
 	chunks  [][]record         // position p is chunks[(p-1)>>chunkShift][(p-1)&chunkMask]
 	count   int64              // last position
 	streams map[string][]int64 // stream ID -> positions of its events, index = version-1
+	notify  Announcer          // subscribers to appends (OnAppend)
 }
 
 // record is an envelope as the log keeps it: half the size of an Envelope,
@@ -56,7 +57,10 @@ type record struct {
 	event         eventsource.Event
 }
 
-var _ Store = (*Memory)(nil)
+var (
+	_ Store    = (*Memory)(nil)
+	_ Notifier = (*Memory)(nil)
+)
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
@@ -89,6 +93,13 @@ func (m *Memory) Append(ctx context.Context, streamID string, expectedVersion in
 		metadata[i] = &md
 	}
 
+	var head int64
+	// Runs after the unlock below: subscribers then read what was stored.
+	defer func() {
+		if head > 0 {
+			m.notify.Announce(head)
+		}
+	}()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	positions := m.streams[streamID]
@@ -107,8 +118,13 @@ func (m *Memory) Append(ctx context.Context, streamID string, expectedVersion in
 	}
 	m.streams[streamID] = positions
 	m.store(out, metadata)
+	head = m.count
 	return out, nil
 }
+
+// OnAppend implements Notifier: fn is called after each Append with the
+// position of its last event.
+func (m *Memory) OnAppend(fn func(head int64)) (stop func()) { return m.notify.OnAppend(fn) }
 
 // store adds batch to the end of the log, block by block; m.mu must be
 // held for writing. Readers' snapshots end before m.count, so the entries

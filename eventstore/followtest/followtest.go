@@ -56,6 +56,8 @@ func Run(t *testing.T, open func(t *testing.T) (eventstore.Store, eventstore.Che
 		{"StopDuringBackoff", testStopDuringBackoff},
 		{"StopDuringBackoffSavesPending", testStopDuringBackoffSavesPending},
 		{"StopWhileIdle", testStopWhileIdle},
+		{"WakesOnAppend", testWakesOnAppend},
+		{"SaveInterval", testSaveInterval},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -321,6 +323,78 @@ func testStopWhileIdle(t *testing.T, s eventstore.Store, c eventstore.Checkpoint
 		t.Fatalf("Follow stopped while idle = %v, want nil", err)
 	}
 	wantCheckpoint(t, c, f.Name, events[0].Position)
+}
+
+// A live follower on a store that announces appends (eventstore.Notifier)
+// applies an appended event long before its poll, and reports the lag it
+// learns of.
+func testWakesOnAppend(t *testing.T, s eventstore.Store, c eventstore.CheckpointStore) {
+	if _, ok := s.(eventstore.Notifier); !ok {
+		t.Skipf("%T does not announce appends", s)
+	}
+	events := appendEvents(t, s, 1)
+	f := newFollower(t, c, s, events[0])
+	rec := newRecorder(events)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- f.Follow(ctx, time.Hour, func(ctx context.Context, env eventsource.Envelope) error {
+			if env.ID != events[0].ID {
+				<-release // hold the second event, so the lag shows
+			}
+			rec.record(env)
+			return nil
+		})
+	}()
+	waitRunning(t, "the first event, then live", done, func() bool {
+		return rec.count(events[0].ID) == 1 && f.Status().State == eventstore.StateLive
+	})
+	more := appendEvents(t, s, 2)
+	rec.expect(more...)
+	waitRunning(t, "the lag of the held event", done, func() bool {
+		st := f.Status()
+		return st.Head >= more[1].Position && st.Lag() >= 2 && st.LagTime > 0
+	})
+	close(release)
+	waitRunning(t, "the appended events, without a poll", done, func() bool {
+		return rec.count(more[1].ID) == 1
+	})
+	waitRunning(t, "no lag", done, func() bool {
+		st := f.Status()
+		return st.Position >= more[1].Position && st.LagTime == 0
+	})
+	cancel()
+	if err := stopped(t, done); err != nil {
+		t.Fatal(err)
+	}
+	rec.wantEachOnce(t)
+}
+
+// SaveInterval saves during a long pass, not only every SaveEvery events.
+func testSaveInterval(t *testing.T, s eventstore.Store, c eventstore.CheckpointStore) {
+	events := appendEvents(t, s, 3)
+	f := newFollower(t, c, s, events[0])
+	f.SaveEvery, f.SaveInterval = 1000, time.Nanosecond
+	reached := make(chan struct{})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := follow(ctx, f, func(ctx context.Context, env eventsource.Envelope) error {
+		if env.ID == events[2].ID {
+			close(reached)
+			<-ctx.Done() // finish during the stop, after the check below
+		}
+		return nil
+	})
+	wait(t, "the third event", reached)
+	// The first two were saved by the interval, mid-pass.
+	wantCheckpoint(t, c, f.Name, events[1].Position)
+	cancel()
+	if err := stopped(t, done); err != nil {
+		t.Fatal(err)
+	}
+	wantCheckpoint(t, c, f.Name, events[2].Position)
 }
 
 // Helpers.

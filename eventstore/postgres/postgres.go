@@ -235,6 +235,8 @@ type Store struct {
 	pool     *pgxpool.Pool
 	registry *eventsource.Registry
 	pageSize int
+	noNotify bool      // WithoutNotify
+	listen   listening // OnAppend's subscribers and listener (notify.go)
 }
 
 var (
@@ -253,6 +255,7 @@ func New(pool *pgxpool.Pool, registry *eventsource.Registry, opts ...Option) *St
 	for _, opt := range opts {
 		opt(s)
 	}
+	s.listen.init(s)
 	return s
 }
 
@@ -328,6 +331,10 @@ func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int
 	first := last - int64(n)
 	body := &pgx.Batch{}
 	body.Queue(insertSQL, first, streamID, current, ids, types, aggTypes, aggIDs, occurred, metadata, payloads, schemas)
+	if !s.noNotify {
+		// Delivered at COMMIT, to every process listening (notify.go).
+		body.Queue(notifySQL, last)
+	}
 	body.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, body).Close(); err != nil {
 		// A failed INSERT leaves the transaction open (the pipeline skips
@@ -345,6 +352,7 @@ func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int
 		out[i].Version = current + int64(i) + 1
 		out[i].Position = first + int64(i) + 1
 	}
+	s.listen.announce.Announce(last)
 	return out, nil
 }
 

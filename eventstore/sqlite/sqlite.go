@@ -195,6 +195,7 @@ type Store struct {
 	read     *sql.DB
 	registry *eventsource.Registry
 	pageSize int
+	notify   eventstore.Announcer // subscribers to appends (OnAppend)
 
 	// Statements are parsed once per connection, not once per call.
 	head, insertOne, insertFull, saveSnapshot *sql.Stmt // on write
@@ -417,6 +418,7 @@ func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int
 	if err := tx.Commit(); err != nil {
 		return nil, appendError(ctx, streamID, err)
 	}
+	s.notify.Announce(out[len(out)-1].Position)
 	return out, nil
 }
 
