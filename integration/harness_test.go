@@ -1,22 +1,15 @@
 package integration
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/testcontainers/testcontainers-go"
-	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
-
 	"github.com/eventsource-go/eventsource/internal/testenv"
+	"github.com/eventsource-go/eventsource/testkit"
 )
 
 // helperEnv, when set, makes the test binary run the named helper process
@@ -28,8 +21,8 @@ var helpers = map[string]func() int{
 	"redis-consumer": redisConsumerHelper,
 }
 
-// brokers holds what the tests start once for the whole package: the
-// containers, terminated by TestMain.
+// brokers holds what the tests clean up once for the whole package, after
+// the servers testkit started (terminated by TestMain).
 var brokers harness
 
 func TestMain(m *testing.M) {
@@ -43,51 +36,79 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	brokers.terminate()
+	if err := testkit.Terminate(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		if code == 0 {
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
 type harness struct {
-	redisOnce sync.Once
-	redisURL  string
-	redisErr  string // why there is no Redis, when there is none
-
 	mu      sync.Mutex
 	cleanup func()
 }
 
-// redisURL returns the Redis to test against: EVENTSOURCE_REDIS_URL, or a
-// container when a Docker engine answers. Otherwise the test is skipped,
-// or fails under EVENTSOURCE_REQUIRE_BROKERS=1.
+// containersVar, set to 1, makes the tests use testkit's containers even
+// where a server answers on its standard loopback port (.ci/containers).
+const containersVar = "EVENTSOURCE_CONTAINERS"
+
+// server returns the URL of the server the tests run against: its variable
+// when set; else, unless EVENTSOURCE_CONTAINERS=1, the server on its
+// standard loopback port when one answers (internal/testenv); else
+// testkit's container when a Docker engine answers. Otherwise the test is
+// skipped saying how to enable it, or fails under
+// EVENTSOURCE_REQUIRE_BROKERS=1. It logs testenv's marker line, for the
+// test command's summary.
+func server(t *testing.T, s testkit.Server, name string) string {
+	t.Helper()
+	if os.Getenv(containersVar) != "1" {
+		if v, source, ok, _ := testenv.Lookup(name); ok {
+			t.Logf("%s%s %s (%s)", testenv.Marker, s, redacted(v), source)
+			return v
+		}
+	}
+	svc := serverFuncs[s](t)
+	t.Logf("%s%s %s (%s)", testenv.Marker, s, svc.Address(), svc.Source)
+	return svc.URL
+}
+
+var serverFuncs = map[testkit.Server]func(testing.TB, ...testkit.Option) testkit.Service{
+	testkit.ServerRedis:    testkit.Redis,
+	testkit.ServerRabbitMQ: testkit.RabbitMQ,
+	testkit.ServerKafka:    testkit.Kafka,
+	testkit.ServerPostgres: testkit.Postgres,
+}
+
+// redacted is v without a password.
+func redacted(v string) string {
+	return testkit.Service{URL: v}.Redacted()
+}
+
+// redisURL returns the Redis to test against (see server).
 func redisURL(t *testing.T) string {
 	t.Helper()
-	if u := os.Getenv("EVENTSOURCE_REDIS_URL"); u != "" {
-		return u
-	}
-	brokers.redisOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := dockerPing(ctx); err != nil {
-			brokers.redisErr = "no Docker engine answered (" + err.Error() + ")"
-			return
-		}
-		ctx, cancel = context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		ctr, err := tcredis.Run(ctx, "redis:7-alpine")
-		if err != nil {
-			brokers.redisErr = "starting a Redis container failed: " + err.Error()
-			return
-		}
-		brokers.onTerminate(func() { _ = testcontainers.TerminateContainer(ctr) })
-		brokers.redisURL, err = ctr.ConnectionString(ctx)
-		if err != nil {
-			brokers.redisErr = "Redis container has no address: " + err.Error()
-		}
-	})
-	if brokers.redisURL == "" {
-		unavailable(t, "EVENTSOURCE_REDIS_URL is not set and "+brokers.redisErr+
-			"; set EVENTSOURCE_REDIS_URL=redis://127.0.0.1:6379/0 or start Docker to run the Redis integration tests")
-	}
-	return brokers.redisURL
+	return server(t, testkit.ServerRedis, "EVENTSOURCE_REDIS_URL")
+}
+
+// amqpURL returns the RabbitMQ to test against (see server).
+func amqpURL(t *testing.T) string {
+	t.Helper()
+	return server(t, testkit.ServerRabbitMQ, "EVENTSOURCE_AMQP_URL")
+}
+
+// kafkaBrokers returns the Kafka brokers to test against (see server): CI
+// starts integration/cmd/kfake on 127.0.0.1:9092.
+func kafkaBrokers(t *testing.T) []string {
+	t.Helper()
+	return strings.Split(server(t, testkit.ServerKafka, "EVENTSOURCE_KAFKA_BROKERS"), ",")
+}
+
+// postgresURL returns the PostgreSQL to test against (see server).
+func postgresURL(t *testing.T) string {
+	t.Helper()
+	return server(t, testkit.ServerPostgres, "EVENTSOURCE_POSTGRES_URL")
 }
 
 // unavailable skips, or fails when CI requires every broker.
@@ -118,61 +139,6 @@ func (h *harness) terminate() {
 	if f != nil {
 		f()
 	}
-}
-
-// dockerPing asks the Docker engine for /_ping, giving up when ctx ends:
-// testcontainers' own discovery retries for much longer than a test run
-// without Docker should wait.
-func dockerPing(ctx context.Context) error {
-	hosts := []string{os.Getenv("DOCKER_HOST")}
-	if hosts[0] == "" {
-		hosts = []string{"unix:///var/run/docker.sock"}
-		if home, err := os.UserHomeDir(); err == nil {
-			hosts = append(hosts, "unix://"+filepath.Join(home, ".docker", "run", "docker.sock"))
-		}
-	}
-	var last error
-	for _, host := range hosts {
-		if last = pingHost(ctx, host); last == nil {
-			return nil
-		}
-	}
-	return last
-}
-
-func pingHost(ctx context.Context, host string) error {
-	u, err := url.Parse(host)
-	if err != nil {
-		return err
-	}
-	var dial func(ctx context.Context, _, _ string) (net.Conn, error)
-	switch u.Scheme {
-	case "unix":
-		dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", u.Path)
-		}
-	case "tcp":
-		dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "tcp", u.Host)
-		}
-	default:
-		return fmt.Errorf("DOCKER_HOST scheme %q not probed", u.Scheme)
-	}
-	client := &http.Client{Transport: &http.Transport{DialContext: dial}}
-	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/_ping", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("docker /_ping: %s", resp.Status)
-	}
-	return nil
 }
 
 // waitFor polls cond until it holds, failing the test at the deadline.

@@ -5,14 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/testcontainers/testcontainers-go"
-	tckafka "github.com/testcontainers/testcontainers-go/modules/kafka"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/eventsource-go/eventsource/bus/bustest"
@@ -22,57 +18,6 @@ import (
 
 func init() {
 	helpers["kafka-consumer"] = kafkaConsumerHelper
-}
-
-// kafkaBroker is what the Kafka tests run against, found once.
-var kafkaBroker struct {
-	once    sync.Once
-	brokers []string
-	kind    string // which broker: for the logs and the README
-	err     string // why there is none
-}
-
-// kafkaBrokers returns the brokers to test against: EVENTSOURCE_KAFKA_BROKERS
-// (CI starts integration/cmd/kfake there), or a Kafka container when a
-// Docker engine answers. Otherwise the test is skipped, or fails under
-// EVENTSOURCE_REQUIRE_BROKERS=1.
-func kafkaBrokers(t *testing.T) []string {
-	t.Helper()
-	kafkaBroker.once.Do(func() {
-		if v := os.Getenv("EVENTSOURCE_KAFKA_BROKERS"); v != "" {
-			kafkaBroker.brokers = strings.Split(v, ",")
-			kafkaBroker.kind = "EVENTSOURCE_KAFKA_BROKERS=" + v
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := dockerPing(ctx); err != nil {
-			kafkaBroker.err = "no Docker engine answered (" + err.Error() + ")"
-			return
-		}
-		ctx, cancel = context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		ctr, err := tckafka.Run(ctx, "confluentinc/confluent-local:7.5.0", tckafka.WithClusterID("eventsource-it"),
-			// The tests use short group sessions; Kafka refuses below 6s by default.
-			testcontainers.WithEnv(map[string]string{"KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "500"}))
-		if err != nil {
-			kafkaBroker.err = "starting a Kafka container failed: " + err.Error()
-			return
-		}
-		brokers.onTerminate(func() { _ = testcontainers.TerminateContainer(ctr) })
-		kafkaBroker.brokers, err = ctr.Brokers(ctx)
-		if err != nil {
-			kafkaBroker.err = "Kafka container has no address: " + err.Error()
-			return
-		}
-		kafkaBroker.kind = "testcontainers Kafka (confluent-local 7.5.0)"
-	})
-	if len(kafkaBroker.brokers) == 0 {
-		unavailable(t, "EVENTSOURCE_KAFKA_BROKERS is not set and "+kafkaBroker.err+
-			"; run `go build -o /tmp/kfake ./integration/cmd/kfake && /tmp/kfake &` and set EVENTSOURCE_KAFKA_BROKERS=127.0.0.1:9092, or start Docker, to run the Kafka integration tests")
-	}
-	t.Logf("Kafka broker: %s", kafkaBroker.kind)
-	return kafkaBroker.brokers
 }
 
 // kafkaEnv gives a test a unique topic whose topics (events, and every

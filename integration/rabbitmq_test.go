@@ -13,8 +13,6 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/testcontainers/testcontainers-go"
-	tcrabbit "github.com/testcontainers/testcontainers-go/modules/rabbitmq"
 
 	"github.com/eventsource-go/eventsource/bus/bustest"
 	"github.com/eventsource-go/eventsource/bus/consumer"
@@ -24,49 +22,6 @@ import (
 func init() {
 	// The harness runs child processes by name; this file brings its own.
 	helpers["rabbitmq-consumer"] = rabbitConsumerHelper
-}
-
-// rabbit is the RabbitMQ the tests share when none is given: a container,
-// terminated by TestMain with the others.
-var rabbit struct {
-	once sync.Once
-	url  string
-	err  string
-}
-
-// amqpURL returns the RabbitMQ to test against: EVENTSOURCE_AMQP_URL, or a
-// container when a Docker engine answers. Otherwise the test is skipped,
-// or fails under EVENTSOURCE_REQUIRE_BROKERS=1.
-func amqpURL(t *testing.T) string {
-	t.Helper()
-	if u := os.Getenv("EVENTSOURCE_AMQP_URL"); u != "" {
-		return u
-	}
-	rabbit.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := dockerPing(ctx); err != nil {
-			rabbit.err = "no Docker engine answered (" + err.Error() + ")"
-			return
-		}
-		ctx, cancel = context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		ctr, err := tcrabbit.Run(ctx, "rabbitmq:3.13-alpine")
-		if err != nil {
-			rabbit.err = "starting a RabbitMQ container failed: " + err.Error()
-			return
-		}
-		brokers.onTerminate(func() { _ = testcontainers.TerminateContainer(ctr) })
-		rabbit.url, err = ctr.AmqpURL(ctx)
-		if err != nil {
-			rabbit.err = "RabbitMQ container has no address: " + err.Error()
-		}
-	})
-	if rabbit.url == "" {
-		unavailable(t, "EVENTSOURCE_AMQP_URL is not set and "+rabbit.err+
-			"; set EVENTSOURCE_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ or start Docker to run the RabbitMQ integration tests")
-	}
-	return rabbit.url
 }
 
 type rabbitEnv struct {
