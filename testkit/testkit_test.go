@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,7 +168,10 @@ func TestFailedStartRemovesContainer(t *testing.T) {
 	if redisImage == "" {
 		redisImage = "redis:7-alpine"
 	}
-	before := testkitContainers(t)
+	// Only containers like the one this start makes (a PostgreSQL of
+	// testkit's from the Redis image) count: the integration tests may be
+	// starting their own containers at the same time.
+	before := testkitContainers(t, redisImage)
 	_, err := testkit.Start(t.Context(), testkit.ServerPostgres, testkit.WithImage(redisImage), testkit.WithStartTimeout(5*time.Second))
 	if err == nil {
 		t.Fatal("Start succeeded with a Redis image for PostgreSQL")
@@ -178,12 +180,12 @@ func TestFailedStartRemovesContainer(t *testing.T) {
 		t.Skip(err)
 	}
 	t.Logf("as expected: %v", err)
-	if after := testkitContainers(t); after > before {
-		t.Fatalf("%d containers labelled io.eventsource.testkit after the failed start, %d before", after, before)
+	if after := testkitContainers(t, redisImage); after > before {
+		t.Fatalf("%d PostgreSQL containers of testkit's from %s after the failed start, %d before", after, redisImage, before)
 	}
 }
 
-func testkitContainers(t *testing.T) int {
+func testkitContainers(t *testing.T, image string) int {
 	t.Helper()
 	cli, err := testcontainers.NewDockerClientWithOpts(t.Context())
 	if err != nil {
@@ -191,7 +193,7 @@ func testkitContainers(t *testing.T) int {
 	}
 	defer cli.Close()
 	list, err := cli.ContainerList(t.Context(), client.ContainerListOptions{All: true,
-		Filters: make(client.Filters).Add("label", "io.eventsource.testkit")})
+		Filters: make(client.Filters).Add("label", "io.eventsource.testkit=postgres").Add("ancestor", image)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,6 +201,8 @@ func testkitContainers(t *testing.T) int {
 }
 
 // Dedicated gives the test a container of its own, removed at its end.
+// The container is named by its ID: other packages' tests may be starting
+// and stopping containers at the same time.
 func TestDedicated(t *testing.T) {
 	if os.Getenv("EVENTSOURCE_REDIS_URL") != "" {
 		t.Setenv("EVENTSOURCE_REDIS_URL", "")
@@ -206,19 +210,37 @@ func TestDedicated(t *testing.T) {
 	if why := testkit.Unavailable(testkit.ServerRedis); why != "" {
 		t.Skip(why)
 	}
-	before := testkitContainers(t)
-	var inner atomic.Value
+	var id string
 	t.Run("own", func(t *testing.T) {
 		s := testkit.Redis(t, testkit.Dedicated())
-		inner.Store(s.Source)
-		if testkitContainers(t) != before+1 {
-			t.Errorf("no container of the test's own")
+		fields := strings.Fields(s.Source)
+		if len(fields) != 3 || fields[0] != "container" {
+			t.Fatalf("source %q; want container IMAGE ID", s.Source)
+		}
+		id = fields[2]
+		if !containerExists(t, id) {
+			t.Errorf("container %s of the test's own is not running", id)
+		}
+		if shared := testkit.Redis(t); shared.Source == s.Source {
+			t.Errorf("the shared Redis is the dedicated one (%s)", s.Source)
 		}
 	})
-	if !strings.HasPrefix(fmt.Sprint(inner.Load()), "container ") {
-		t.Fatalf("source %v", inner.Load())
+	if id != "" && containerExists(t, id) {
+		t.Fatalf("container %s still exists after its test ended", id)
 	}
-	if after := testkitContainers(t); after != before {
-		t.Fatalf("%d containers after the test ended, want %d", after, before)
+}
+
+func containerExists(t *testing.T, id string) bool {
+	t.Helper()
+	cli, err := testcontainers.NewDockerClientWithOpts(t.Context())
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer cli.Close()
+	list, err := cli.ContainerList(t.Context(), client.ContainerListOptions{All: true,
+		Filters: make(client.Filters).Add("id", id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(list.Items) > 0
 }
