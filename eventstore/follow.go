@@ -45,18 +45,13 @@ type Follower struct {
 	Name        string // the checkpoint's name; unique per reader
 	Store       Store
 	Checkpoints CheckpointStore
-	// SaveEvery saves the checkpoint after this many events (default 1),
-	// counted across Follow's passes. A crash replays at most this many
-	// events: delivery is at-least-once.
+	// SaveEvery saves the checkpoint after this many events (default 1).
+	// A crash replays at most this many events: delivery is at-least-once.
 	SaveEvery int
 	// SaveInterval, when set, also saves the checkpoint once this long
 	// passed since the last save, so that a slow fn does not leave many
-	// minutes of work unsaved while SaveEvery is large. CatchUp saves at
-	// its end, and Follow at a stop, in any case. Without SaveInterval,
-	// Follow also saves at the end of every pass; with it, a live Follow
-	// leaves the save of a pass's few events until SaveInterval has
-	// passed since the last save (or SaveEvery events are unsaved), so
-	// that no save stands between an append and the next pass.
+	// minutes of work unsaved while SaveEvery is large. CatchUp and Follow
+	// save at the end of every pass and at a stop in any case.
 	SaveInterval time.Duration
 	// RetryMin and RetryMax bound Follow's wait after a failed pass: it
 	// doubles from RetryMin up to RetryMax, with jitter (defaults
@@ -86,9 +81,6 @@ type Follower struct {
 	// marks are heads Nudge reported beyond Position, oldest first, with
 	// when they were reported: Status's LagTime is the age of the first.
 	marks []headMark
-	// nudgedAny is set by a Nudge of an unknown head (0): the next wake-up
-	// runs a pass even if the follower knows of nothing to apply.
-	nudgedAny bool
 }
 
 // headMark is a head position and when the follower learned of it.
@@ -206,9 +198,6 @@ func (f *Follower) Nudge(head int64) {
 		}
 	}
 	f.status.Head = max(f.status.Head, head)
-	if head <= 0 {
-		f.nudgedAny = true
-	}
 	w := f.wakeLocked()
 	f.mu.Unlock()
 	select {
@@ -245,74 +234,36 @@ func (f *Follower) setState(st FollowerState) {
 // next reader apply an event twice. An error matching
 // ErrCheckpointNotSaved means that save failed.
 func (f *Follower) CatchUp(ctx context.Context, fn func(context.Context, eventsource.Envelope) error) (int, error) {
-	done, _, err := f.catchUp(ctx, fn, &cursor{}, false)
+	done, _, err := f.catchUp(ctx, fn)
 	return done, err
 }
 
-// cursor is where a reader stands between its passes. Follow keeps one
-// for as long as it runs, so that a live pass neither reads the checkpoint
-// again nor waits for a save it can defer; a single pass starts from a
-// zero cursor.
-type cursor struct {
-	known   bool      // last and saved are current; false: read the checkpoint
-	last    int64     // the last position fn accepted
-	saved   int64     // the last position saved or read
-	unsaved int       // events accepted since that save
-	savedAt time.Time // when saved was saved or read
-}
-
-// start reads the checkpoint unless the cursor knows it already.
-func (f *Follower) start(ctx context.Context, c *cursor) error {
-	if c.known {
-		return nil
-	}
+// catchUp is one pass from the saved checkpoint. unsaved is the position fn
+// reached when saving it failed, else 0.
+func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventsource.Envelope) error) (done int, unsaved int64, err error) {
 	from, err := f.Checkpoints.Checkpoint(ctx, f.Name)
 	if err != nil {
-		return fmt.Errorf("eventstore: follower %q: read checkpoint: %w", f.Name, err)
-	}
-	*c = cursor{known: true, last: from, saved: from, savedAt: time.Now()}
-	f.update(func(s *FollowerStatus) { s.Position, s.Saved = from, from })
-	return nil
-}
-
-// accepted moves the cursor past fn's acceptance of position p.
-func (c *cursor) accepted(p int64, n int) {
-	c.last = p
-	c.unsaved += n
-}
-
-// saveDue reports whether the batching (SaveEvery, SaveInterval) calls for
-// a save of what the cursor has not saved yet.
-func (f *Follower) saveDue(c *cursor) bool {
-	return c.last != c.saved &&
-		(c.unsaved >= max(f.SaveEvery, 1) || (f.SaveInterval > 0 && time.Since(c.savedAt) >= f.SaveInterval))
-}
-
-// saveCursor saves the cursor's position if it is not saved yet.
-func (f *Follower) saveCursor(ctx context.Context, c *cursor) error {
-	if c.last == c.saved {
-		return nil
-	}
-	if err := f.save(ctx, c.last); err != nil {
-		return err
-	}
-	c.saved, c.unsaved, c.savedAt = c.last, 0, time.Now()
-	return nil
-}
-
-// catchUp is one pass from the cursor (read from the checkpoint if it is
-// not known). A single pass (live false) saves at its end; a live
-// follower's pass saves at its end only when the batching calls for it,
-// or when it failed or was stopped, and leaves the rest to Follow.
-// unsaved is the position fn reached when saving it failed, else 0.
-func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventsource.Envelope) error, c *cursor, live bool) (done int, unsaved int64, err error) {
-	if err = f.start(ctx, c); err != nil {
+		err = fmt.Errorf("eventstore: follower %q: read checkpoint: %w", f.Name, err)
 		f.finish(ctx, err)
 		return 0, 0, err
 	}
-	for env, rerr := range f.Store.ReadAll(ctx, c.last+1) {
+	f.update(func(s *FollowerStatus) { s.Position, s.Saved = from, from })
+	every := max(f.SaveEvery, 1)
+	last, saved := from, from
+	savedAt := time.Now()
+	save := func() error {
+		if last == saved {
+			return nil
+		}
+		if err := f.save(ctx, last); err != nil {
+			return err
+		}
+		saved, savedAt = last, time.Now()
+		return nil
+	}
+	for env, rerr := range f.Store.ReadAll(ctx, from+1) {
 		if rerr != nil {
-			err = fmt.Errorf("eventstore: follower %q: read after %d: %w", f.Name, c.last, rerr)
+			err = fmt.Errorf("eventstore: follower %q: read after %d: %w", f.Name, last, rerr)
 			break
 		}
 		if ferr := fn(ctx, env); ferr != nil {
@@ -320,25 +271,25 @@ func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventso
 			break
 		}
 		done++
-		c.accepted(env.Position, 1)
-		f.advance(c.last)
+		last = env.Position
+		f.advance(last)
 		// fn finished this event although ctx ended: stop here, and let
 		// the save below record it.
 		if cerr := ctx.Err(); cerr != nil {
-			err = fmt.Errorf("eventstore: follower %q: stopped after position %d: %w", f.Name, c.last, cerr)
+			err = fmt.Errorf("eventstore: follower %q: stopped after position %d: %w", f.Name, last, cerr)
 			break
 		}
-		if f.saveDue(c) {
-			if err = f.saveCursor(ctx, c); err != nil {
+		if done%every == 0 || (f.SaveInterval > 0 && time.Since(savedAt) >= f.SaveInterval) {
+			if err = save(); err != nil {
 				break
 			}
 		}
 	}
-	if !errors.Is(err, ErrCheckpointNotSaved) && (!live || err != nil || ctx.Err() != nil || f.saveDue(c) || f.SaveInterval <= 0) {
-		err = joinSave(err, f.saveCursor(ctx, c))
+	if !errors.Is(err, ErrCheckpointNotSaved) {
+		err = joinSave(err, save())
 	}
-	if err != nil && c.last != c.saved {
-		unsaved = c.last
+	if last != saved {
+		unsaved = last
 	}
 	f.finish(ctx, err)
 	return done, unsaved, err
@@ -402,8 +353,8 @@ func (f *Follower) Reset(ctx context.Context) error {
 // failed (those events would be applied again). With a Lease, passes run
 // only while this follower holds it.
 func (f *Follower) Follow(ctx context.Context, interval time.Duration, fn func(context.Context, eventsource.Envelope) error) error {
-	return f.run(ctx, interval, func(ctx context.Context, c *cursor) (int64, error) {
-		_, unsaved, err := f.catchUp(ctx, fn, c, true)
+	return f.run(ctx, interval, func(ctx context.Context) (int64, error) {
+		_, unsaved, err := f.catchUp(ctx, fn)
 		return unsaved, err
 	})
 }
@@ -414,14 +365,14 @@ func (f *Follower) Follow(ctx context.Context, interval time.Duration, fn func(c
 // the next batch is read, so a follower whose fn is a network round trip
 // (the outbox relay) is not slowed down by the store's reads.
 func (f *Follower) CatchUpBatches(ctx context.Context, fn func(context.Context, []eventsource.Envelope) error) (int, error) {
-	done, _, err := f.catchUpBatches(ctx, fn, &cursor{})
+	done, _, err := f.catchUpBatches(ctx, fn)
 	return done, err
 }
 
 // FollowBatches is Follow with fn taking batches, as in CatchUpBatches.
 func (f *Follower) FollowBatches(ctx context.Context, interval time.Duration, fn func(context.Context, []eventsource.Envelope) error) error {
-	return f.run(ctx, interval, func(ctx context.Context, c *cursor) (int64, error) {
-		_, unsaved, err := f.catchUpBatches(ctx, fn, c)
+	return f.run(ctx, interval, func(ctx context.Context) (int64, error) {
+		_, unsaved, err := f.catchUpBatches(ctx, fn)
 		return unsaved, err
 	})
 }
@@ -433,12 +384,14 @@ type readBatch struct {
 	err  error
 }
 
-func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, []eventsource.Envelope) error, c *cursor) (done int, unsaved int64, err error) {
-	if err = f.start(ctx, c); err != nil {
+func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, []eventsource.Envelope) error) (done int, unsaved int64, err error) {
+	from, err := f.Checkpoints.Checkpoint(ctx, f.Name)
+	if err != nil {
+		err = fmt.Errorf("eventstore: follower %q: read checkpoint: %w", f.Name, err)
 		f.finish(ctx, err)
 		return 0, 0, err
 	}
-	from := c.last
+	f.update(func(s *FollowerStatus) { s.Position, s.Saved = from, from })
 	size := f.BatchSize
 	if size <= 0 {
 		size = DefaultBatchSize
@@ -481,11 +434,12 @@ func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, 
 		}
 	}()
 
+	last := from
 	for b := range batches {
 		if len(b.envs) > 0 {
 			// A stop takes no further batch.
 			if cerr := ctx.Err(); cerr != nil {
-				err = fmt.Errorf("eventstore: follower %q: stopped after position %d: %w", f.Name, c.last, cerr)
+				err = fmt.Errorf("eventstore: follower %q: stopped after position %d: %w", f.Name, last, cerr)
 				break
 			}
 			first, end := b.envs[0].Position, b.envs[len(b.envs)-1].Position
@@ -494,15 +448,15 @@ func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, 
 				break
 			}
 			done += len(b.envs)
-			c.accepted(end, len(b.envs))
-			f.advance(end)
-			if err = f.saveCursor(ctx, c); err != nil {
-				unsaved = end
+			last = end
+			f.advance(last)
+			if err = f.save(ctx, last); err != nil {
+				unsaved = last
 				break
 			}
 		}
 		if b.err != nil {
-			err = fmt.Errorf("eventstore: follower %q: read after %d: %w", f.Name, c.last, b.err)
+			err = fmt.Errorf("eventstore: follower %q: read after %d: %w", f.Name, last, b.err)
 			break
 		}
 	}
@@ -512,7 +466,7 @@ func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, 
 
 // run is the loop of Follow and FollowBatches: with a Lease, it waits in
 // standby until it holds the lease, then follows until it loses it.
-func (f *Follower) run(ctx context.Context, interval time.Duration, pass func(context.Context, *cursor) (int64, error)) error {
+func (f *Follower) run(ctx context.Context, interval time.Duration, pass func(context.Context) (int64, error)) error {
 	defer f.setState(StateStopped)
 	// A store that announces its appends wakes the follower at once;
 	// the interval is then only the fallback.
@@ -559,29 +513,14 @@ func (f *Follower) run(ctx context.Context, interval time.Duration, pass func(co
 	}
 }
 
-// follow runs passes until ctx ends. The position stays in memory from one
-// pass to the next: the checkpoint is read at the start and after a
-// failure only. A live follower does not save at the end of every pass
-// either (that save would delay the next event): what the batching
-// (SaveEvery, SaveInterval) leaves unsaved is saved once SaveInterval has
-// passed since the last save, or at the stop.
-func (f *Follower) follow(ctx context.Context, interval time.Duration, pass func(context.Context, *cursor) (int64, error)) error {
+// follow runs passes until ctx ends.
+func (f *Follower) follow(ctx context.Context, interval time.Duration, pass func(context.Context) (int64, error)) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	wake := f.wakeups()
-	var (
-		c cursor
-		// pending is a position fn applied but a save failed to record.
-		// It is saved before the next pass, which would otherwise apply
-		// it again.
-		pending int64
-		saveT   *time.Timer
-	)
-	defer func() {
-		if saveT != nil {
-			saveT.Stop()
-		}
-	}()
+	// pending is a position fn applied but a save failed to record. It is
+	// saved before the next pass, which would otherwise apply it again.
+	var pending int64
 	for {
 		// A live follower woken for a few new events stays live;
 		// advance says catching up if it falls far behind.
@@ -593,72 +532,35 @@ func (f *Follower) follow(ctx context.Context, interval time.Duration, pass func
 		err := f.retrySave(ctx, pending)
 		if err == nil {
 			pending = 0
-			pending, err = pass(ctx, &c)
+			pending, err = pass(ctx)
 		}
-	wait:
-		for {
-			if ctx.Err() != nil {
-				// The pass saved with a detached context already,
-				// unless it left a save for later.
-				if errors.Is(err, ErrCheckpointNotSaved) {
-					return err
-				}
-				if err != nil {
-					return nil
-				}
-				return f.saveCursor(ctx, &c)
+		if ctx.Err() != nil {
+			// The pass saved with a detached context already; only a
+			// failed save is news.
+			if errors.Is(err, ErrCheckpointNotSaved) {
+				return err
 			}
-			if err != nil {
-				c.known = false // read the checkpoint again
-				f.setState(StateRetrying)
-				st := f.Status()
-				d := f.backoff(st.ConsecutiveFailures)
-				f.logger().WarnContext(ctx, "follower failed, retrying",
-					"follower", f.Name, "position", st.Position, "failures", st.ConsecutiveFailures, "retry_in", d, "error", err)
-				if !sleep.For(ctx, d) {
-					return f.retrySave(ctx, pending)
-				}
-				break wait
+			return nil
+		}
+		if err != nil {
+			f.setState(StateRetrying)
+			st := f.Status()
+			d := f.backoff(st.ConsecutiveFailures)
+			f.logger().WarnContext(ctx, "follower failed, retrying",
+				"follower", f.Name, "position", st.Position, "failures", st.ConsecutiveFailures, "retry_in", d, "error", err)
+			if !sleep.For(ctx, d) {
+				return f.retrySave(ctx, pending)
 			}
-			f.setState(StateLive)
-			var due <-chan time.Time
-			if c.known && c.last != c.saved {
-				d := f.SaveInterval - time.Since(c.savedAt)
-				if saveT == nil {
-					saveT = time.NewTimer(d)
-				} else {
-					saveT.Reset(d)
-				}
-				due = saveT.C
-			}
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-				break wait
-			case <-wake:
-				if f.behind() {
-					break wait
-				}
-			case <-due:
-				if err = f.saveCursor(ctx, &c); err != nil {
-					pending = c.last
-					f.finish(ctx, err)
-				}
-			}
+			continue
+		}
+		f.setState(StateLive)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-wake:
 		}
 	}
-}
-
-// behind reports whether a wake-up calls for a pass: Nudge reported a head
-// beyond what was applied, or an unknown one. An announcement of events
-// the last pass already applied (a store announcing an append in process
-// and through its database too) costs no pass.
-func (f *Follower) behind() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	b := f.nudgedAny || f.status.Head > f.status.Position
-	f.nudgedAny = false
-	return b
 }
 
 // retrySave saves a pending position, if there is one.

@@ -10,11 +10,8 @@
 // announces an append (the memory and SQLite stores in-process, PostgreSQL
 // across processes with LISTEN/NOTIFY) and polls as a fallback. The
 // checkpoint is saved in batches (WithCheckpoint: every 1,000 events or
-// every second by default, at the end of a catch-up, and at a graceful
-// stop; while live, the position stays in memory between passes and the
-// save waits for those limits), so catching up costs a write per thousand
-// events, not per event, and a live event is applied without waiting for
-// a checkpoint commit;
+// every second by default, and at the end of every pass and at a graceful
+// stop), so catching up costs a write per thousand events, not per event;
 // a crash applies again at most what was applied since the last save.
 //
 // NewSQLRunner runs a SQL projection, whose read model lives in a SQL

@@ -141,13 +141,10 @@ func WithBackoff(first, limit time.Duration) Option {
 	return func(r *Runner) { r.follower.RetryMin, r.follower.RetryMax = first, limit }
 }
 
-// WithCheckpoint saves the checkpoint every n events or every d,
-// whichever comes first (defaults DefaultCheckpointEvery and
-// DefaultCheckpointInterval), and always at the end of CatchUp and at a
-// graceful stop. A live Run saves what its last passes applied once d has
-// passed since the last save, not after each pass, so that the save does
-// not delay the next event; a crash applies again at most n events or d's
-// worth. n = 1 saves after every event (a crash then applies at
+// WithCheckpoint saves the checkpoint every n events or every d while a
+// pass runs, whichever comes first (defaults DefaultCheckpointEvery and
+// DefaultCheckpointInterval), and always at the end of a pass and at a
+// graceful stop. n = 1 saves after every event (a crash then applies at
 // most one event again, at the cost of a write per event). For a SQL
 // runner, n and d bound one transaction.
 func WithCheckpoint(n int, d time.Duration) Option {

@@ -21,15 +21,10 @@ import (
 
 var quiet = projection.WithLogger(slog.New(slog.DiscardHandler))
 
-// countingCheckpoints counts saves and reads.
+// countingCheckpoints counts saves.
 type countingCheckpoints struct {
 	*eventstore.MemoryCheckpoints
-	saves, reads atomic.Int64
-}
-
-func (c *countingCheckpoints) Checkpoint(ctx context.Context, name string) (int64, error) {
-	c.reads.Add(1)
-	return c.MemoryCheckpoints.Checkpoint(ctx, name)
+	saves atomic.Int64
 }
 
 func (c *countingCheckpoints) SaveCheckpoint(ctx context.Context, name string, p int64) error {
@@ -88,53 +83,6 @@ func TestRunnerSavesEveryInterval(t *testing.T) {
 	}
 	if got := cps.saves.Load(); got < 3 || got > 20 {
 		t.Errorf("%d saves over about 100ms with a 20ms interval, want several", got)
-	}
-}
-
-// A live runner keeps its position in memory: it reads the checkpoint
-// once, does not save after each live pass (that save would delay the next
-// event), saves what is unsaved once the checkpoint interval has passed,
-// and saves the last applied position at a graceful stop.
-func TestRunLiveDefersSaves(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		interval time.Duration
-	}{{"saved at stop", time.Hour}, {"saved after the interval", 20 * time.Millisecond}} {
-		t.Run(tc.name, func(t *testing.T) {
-			store := eventstore.NewMemory()
-			cps := &countingCheckpoints{MemoryCheckpoints: eventstore.NewMemoryCheckpoints()}
-			p := newSyncCounter()
-			r := projection.NewRunner("deferred", p, store, cps, projection.WithCheckpoint(1000, tc.interval))
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			done := make(chan error, 1)
-			go func() { done <- r.Run(ctx, time.Hour) }()
-			waitRunner(t, "the runner to be live", done, func() bool { return r.Status().State == eventstore.StateLive })
-			for i := 1; i <= 5; i++ {
-				appendPings(t, store, "s1", i, 1)
-				waitRunner(t, fmt.Sprintf("event %d", i), done, func() bool { return p.times(i) == 1 })
-			}
-			if got := cps.reads.Load(); got != 1 {
-				t.Errorf("%d checkpoint reads over 5 live passes, want 1 (at the start)", got)
-			}
-			if tc.interval == time.Hour {
-				if got := cps.saves.Load(); got != 0 {
-					t.Errorf("%d checkpoint saves over 5 live events with a batch of 1000 and an hour's interval, want 0", got)
-				}
-			} else {
-				waitRunner(t, "the interval's save", done, func() bool {
-					cp, _ := cps.Checkpoint(t.Context(), "deferred")
-					return cp == 5 && r.Status().Saved == 5
-				})
-			}
-			cancel()
-			if err := runnerStopped(t, done); err != nil {
-				t.Fatal(err)
-			}
-			if cp, _ := cps.MemoryCheckpoints.Checkpoint(t.Context(), "deferred"); cp != 5 {
-				t.Errorf("checkpoint after the stop = %d, want 5", cp)
-			}
-		})
 	}
 }
 

@@ -58,8 +58,6 @@ func Run(t *testing.T, open func(t *testing.T) (eventstore.Store, eventstore.Che
 		{"StopWhileIdle", testStopWhileIdle},
 		{"WakesOnAppend", testWakesOnAppend},
 		{"SaveInterval", testSaveInterval},
-		{"LiveBatchesAcrossPasses", testLiveBatchesAcrossPasses},
-		{"LiveSavesAfterInterval", testLiveSavesAfterInterval},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -397,57 +395,6 @@ func testSaveInterval(t *testing.T, s eventstore.Store, c eventstore.CheckpointS
 		t.Fatal(err)
 	}
 	wantCheckpoint(t, c, f.Name, events[2].Position)
-}
-
-// A live follower counts SaveEvery across its passes: passes of one event
-// each save every SaveEvery events (so a crash applies at most that many
-// again), and the stop saves the rest.
-func testLiveBatchesAcrossPasses(t *testing.T, s eventstore.Store, c eventstore.CheckpointStore) {
-	events := appendEvents(t, s, 1)
-	f := newFollower(t, c, s, events[0])
-	f.SaveEvery, f.SaveInterval = 2, time.Hour
-	rec := newRecorder(events)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	done := follow(ctx, f, func(_ context.Context, env eventsource.Envelope) error {
-		rec.record(env)
-		return nil
-	})
-	waitRunning(t, "the first event", done, func() bool { return rec.count(events[0].ID) == 1 })
-	second := appendEvents(t, s, 1)
-	rec.expect(second...)
-	waitRunning(t, "the second event, in a pass of its own", done, func() bool { return rec.count(second[0].ID) == 1 })
-	waitRunning(t, "the save of the second event", done, func() bool { return f.Status().Saved == second[0].Position })
-	wantCheckpoint(t, c, f.Name, second[0].Position)
-	third := appendEvents(t, s, 1)
-	rec.expect(third...)
-	waitRunning(t, "the third event", done, func() bool { return rec.count(third[0].ID) == 1 })
-	cancel()
-	if err := stopped(t, done); err != nil {
-		t.Fatal(err)
-	}
-	wantCheckpoint(t, c, f.Name, third[0].Position)
-	rec.wantEachOnce(t)
-}
-
-// A live follower that leaves events unsaved (fewer than SaveEvery) saves
-// them once SaveInterval has passed, while it waits for more.
-func testLiveSavesAfterInterval(t *testing.T, s eventstore.Store, c eventstore.CheckpointStore) {
-	events := appendEvents(t, s, 2)
-	f := newFollower(t, c, s, events[0])
-	f.SaveEvery, f.SaveInterval = 1000, 20*time.Millisecond
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	done := follow(ctx, f, func(context.Context, eventsource.Envelope) error { return nil })
-	waitRunning(t, "the interval's save", done, func() bool {
-		st := f.Status()
-		return st.State == eventstore.StateLive && st.Saved == events[1].Position
-	})
-	wantCheckpoint(t, c, f.Name, events[1].Position)
-	cancel()
-	if err := stopped(t, done); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // Helpers.
