@@ -215,7 +215,10 @@ func TestRunParksAndGoesOn(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx, time.Hour) }()
-	waitRunner(t, "the events after the parked one", done, func() bool { return p.count(4) == 1 })
+	// The pass that applies event 4 goes live only once it has returned.
+	waitRunner(t, "the events after the parked one, and the runner live", done, func() bool {
+		return p.count(4) == 1 && r.Status().State == eventstore.StateLive
+	})
 	st := r.Status()
 	if st.Parked != 1 || st.Position != 4 || st.State != eventstore.StateLive || st.LastError == nil {
 		t.Errorf("status = %+v; want 1 parked, position 4, live, the error kept", st)
