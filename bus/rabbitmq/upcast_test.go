@@ -2,18 +2,12 @@ package rabbitmq
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus/bustest"
-	"github.com/eventsource-go/eventsource/bus/consumer"
 )
 
 // Messages an older producer published (a former type name, older schema
@@ -23,7 +17,7 @@ import (
 // the queue is bound for current names only.
 func TestUpcastsOldMessages(t *testing.T) {
 	url := amqpURL(t)
-	cfg := Config{URL: url, Registry: upcastRegistry(t), Exchange: exchange(), Group: "g"}
+	cfg := Config{URL: url, Registry: bustest.UpcastRegistry(t), Exchange: exchange(), Group: "g"}
 	cleanupTopology(t, url, cfg, "g")
 	b := open(t, cfg)
 	defer closeBus(t, b)
@@ -47,13 +41,13 @@ func TestUpcastsOldMessages(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, m := range oldMessages("item-1") {
-		exchange, key := cfg.Exchange, "Item."+m.typ
-		if m.typ != "PriceChanged" {
+	for _, m := range bustest.OldMessages("item-1") {
+		exchange, key := cfg.Exchange, "Item."+m.Type
+		if m.Type != "PriceChanged" {
 			exchange, key = "", b.names.Queue // the default exchange routes by queue name
 		}
 		conf, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false,
-			amqp.Publishing{Headers: amqp.Table{hEventType: m.typ, hAggID: "item-1"}, Body: m.body})
+			amqp.Publishing{Headers: amqp.Table{hEventType: m.Type, hAggID: "item-1"}, Body: m.Body})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,85 +55,5 @@ func TestUpcastsOldMessages(t *testing.T) {
 			t.Fatalf("raw publish not confirmed: %v, %v", ok, err)
 		}
 	}
-	checkUpcastDelivery(t, rec, b.DeadLetters())
-}
-
-// Schema evolution on the consumer: the shape PriceChanged has now (v3),
-// what it was (v1, named PriceSet: dollars; v2: cents), and the messages
-// an older producer left on the broker.
-
-type upPrice struct {
-	Cents    int64  `json:"cents"`
-	Currency string `json:"currency"`
-}
-
-func (upPrice) EventType() string  { return "PriceChanged" }
-func (upPrice) SchemaVersion() int { return 3 }
-
-func upcastRegistry(t testing.TB) *eventsource.Registry {
-	t.Helper()
-	reg := eventsource.NewRegistry()
-	eventsource.MustRegister[upPrice](reg)
-	if err := reg.RegisterRename("PriceSet", "PriceChanged"); err != nil {
-		t.Fatal(err)
-	}
-	reg.MustRegisterUpcaster("PriceChanged", 1, func(data []byte) ([]byte, error) {
-		var v1 struct {
-			Price float64 `json:"price"`
-		}
-		if err := json.Unmarshal(data, &v1); err != nil {
-			return nil, err
-		}
-		return json.Marshal(map[string]int64{"price_cents": int64(v1.Price*100 + 0.5)})
-	})
-	type v2 struct {
-		PriceCents int64 `json:"price_cents"`
-	}
-	reg.MustRegisterUpcaster("PriceChanged", 2, eventsource.TypedUpcaster(func(old v2) (upPrice, error) {
-		return upPrice{Cents: old.PriceCents, Currency: "USD"}, nil
-	}))
-	return reg
-}
-
-// oldMessage is one raw message: the transport's type copy and the body.
-type oldMessage struct {
-	typ  string
-	body []byte
-}
-
-func oldMessages(key string) []oldMessage {
-	env := func(v int, typ, schema, data string) []byte {
-		return fmt.Appendf(nil, `{"id":%q,"type":%q%s,"aggregate_type":"Item","aggregate_id":%q,"version":%d,"occurred_at":"2024-01-02T03:04:05Z","data":%s}`,
-			uuid.Must(uuid.NewV7()).String(), typ, schema, key, v, data)
-	}
-	return []oldMessage{
-		{"PriceSet", env(1, "PriceSet", "", `{"price":12.5}`)},                                 // renamed, version 1
-		{"PriceChanged", env(2, "PriceChanged", `,"schema_version":2`, `{"price_cents":300}`)}, // version 2
-		{"PriceChanged", env(3, "PriceChanged", `,"schema_version":4`, `{"amount":{}}`)},       // from a newer release
-	}
-}
-
-// checkUpcastDelivery waits for the two readable messages as the current
-// struct and the too-new one as a dead letter saying why.
-func checkUpcastDelivery(t *testing.T, rec *bustest.Recorder, admin consumer.Admin) {
-	t.Helper()
-	rec.WaitFor(t, 2, 20*time.Second)
-	got := rec.Got()
-	want := []upPrice{{1250, "USD"}, {300, "USD"}}
-	for i, env := range got {
-		if env.Type != "PriceChanged" || env.Event != want[i] {
-			t.Errorf("event %d = %q %#v, want PriceChanged %#v", i, env.Type, env.Event, want[i])
-		}
-	}
-	var recs []consumer.DeadLetter
-	waitUntil(t, "the too-new event dead-lettered", func() bool {
-		var err error
-		recs, err = admin.List(context.Background(), "", 10)
-		return err == nil && len(recs) > 0
-	})
-	r := recs[0]
-	if len(recs) != 1 || r.Reason != consumer.ReasonUnknownVersion || r.EventType != "PriceChanged" ||
-		!strings.Contains(r.Error, "schema version 4 is newer") {
-		t.Fatalf("dead letters %+v; want one for PriceChanged, reason %q, saying version 4 is newer", recs, consumer.ReasonUnknownVersion)
-	}
+	bustest.CheckUpcastDelivery(t, rec, b.DeadLetters())
 }
