@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -147,6 +148,10 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
+			// The goroutines say where a stall is, which a flaky run on a
+			// CI machine cannot be asked again.
+			buf := make([]byte, 1<<20)
+			t.Logf("goroutines at the timeout:\n%s", buf[:runtime.Stack(buf, true)])
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline

@@ -230,8 +230,25 @@ func TestRabbitConnectionsCutMidStream(t *testing.T) {
 		}
 		published <- nil
 	}()
+	var publishErr error
+	publishFailed := func() bool {
+		select {
+		case publishErr = <-published:
+			published <- publishErr // for the wait at the end
+			return publishErr != nil
+		default:
+			return false
+		}
+	}
 	for _, at := range []int{300, 1200, 2100} {
-		waitFor(t, time.Minute, fmt.Sprintf("%d events handled before cut", at), func() bool { _, d, _ := c.counts(); return d >= at })
+		// A publish that fails stops the handled count; say so, not a timeout.
+		waitFor(t, time.Minute, fmt.Sprintf("%d events handled before cut", at), func() bool {
+			if publishFailed() {
+				t.Fatalf("after %d confirmed: %v", confirmed.Load(), publishErr)
+			}
+			_, d, _ := c.counts()
+			return d >= at
+		})
 		if k := proxy.cut(); k == 0 {
 			t.Fatalf("cut found no connection")
 		}

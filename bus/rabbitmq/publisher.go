@@ -238,14 +238,17 @@ func (p *publisher) publish(ctx context.Context, msgs []outgoing) []error {
 		p.pubMu.Unlock()
 		if err != nil {
 			// Not sent: no confirmation will come for this tag. The channel
-			// is most likely closed; track fails the rest at its end.
+			// is most likely closed; track fails the rest at its end. The
+			// rest are failed as lost (so Publish sends them again) even
+			// when track got to this entry first: amqp091's own error here
+			// (504, channel not open) would end Publish on a mere reconnect.
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%w: %w", ErrUnconfirmed, ctx.Err())
+			} else {
+				err = errConnLost
+			}
 			p.mu.Lock()
 			if e := p.pending[tag]; e != nil {
-				if ctx.Err() != nil {
-					err = fmt.Errorf("%w: %w", ErrUnconfirmed, ctx.Err())
-				} else {
-					err = errConnLost
-				}
 				p.settleLocked(tag, e, err)
 			}
 			p.mu.Unlock()
