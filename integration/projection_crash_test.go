@@ -8,13 +8,21 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus/bustest"
 	"github.com/eventsource-go/eventsource/eventstore"
+	"github.com/eventsource-go/eventsource/eventstore/postgres"
 	"github.com/eventsource-go/eventsource/eventstore/sqlite"
 	"github.com/eventsource-go/eventsource/projection"
 )
@@ -61,21 +69,111 @@ func openModel(ctx context.Context, path string) (*sql.DB, error) {
 	return db, nil
 }
 
+// projBackend is where a crash test keeps its store and read model:
+// SQLite (the model in the store's file) or PostgreSQL (the model in the
+// store's schema).
+type projBackend string
+
+const (
+	projSQLite   projBackend = "sqlite"
+	projPostgres projBackend = "postgres"
+)
+
+// leasedStore is a store the crash tests' runners read and lease from.
+type leasedStore interface {
+	eventstore.Store
+	Lease() eventstore.Lease
+}
+
+type sqliteLeased struct{ *sqlite.Store }
+
+func (s sqliteLeased) Lease() eventstore.Lease { return s.Store.Lease() }
+
+type postgresLeased struct{ *postgres.Store }
+
+func (s postgresLeased) Lease() eventstore.Lease { return s.Store.Lease() }
+
+// openProjBackend opens the store and the read model the helper's env
+// names (HELPER_BACKEND, then HELPER_DB or HELPER_PG_URL and
+// HELPER_PG_SCHEMA); close releases them.
+func openProjBackend(ctx context.Context, getenv func(string) string) (store leasedStore, db *sql.DB, close func(), err error) {
+	reg := bustest.NewRegistry()
+	if projBackend(getenv("HELPER_BACKEND")) == projPostgres {
+		pool, err := openSchemaPool(ctx, getenv("HELPER_PG_URL"), getenv("HELPER_PG_SCHEMA"))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if err := postgres.Migrate(ctx, pool); err != nil {
+			pool.Close()
+			return nil, nil, nil, err
+		}
+		db := stdlib.OpenDBFromPool(pool)
+		if _, err := db.ExecContext(ctx, pingModelSchema); err != nil {
+			db.Close()
+			pool.Close()
+			return nil, nil, nil, err
+		}
+		return postgresLeased{postgres.New(pool, reg)}, db, func() { db.Close(); pool.Close() }, nil
+	}
+	path := getenv("HELPER_DB")
+	st, err := sqlite.Open(ctx, path, sqlite.WithRegistry(reg))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if db, err = openModel(ctx, path); err != nil {
+		st.Close()
+		return nil, nil, nil, err
+	}
+	return sqliteLeased{st}, db, func() { db.Close(); st.Close() }, nil
+}
+
+// openSchemaPool opens a pool on url whose search_path is schema.
+func openSchemaPool(ctx context.Context, url, schema string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+// newPostgresSchema creates a schema for the test on url, dropped (with
+// everything in it) when the test ends.
+func newPostgresSchema(t *testing.T, url string) string {
+	t.Helper()
+	schema := "it_" + strings.ReplaceAll(uuid.NewString()[:13], "-", "_")
+	exec := func(ctx context.Context, stmt string) error {
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		_, err = conn.Exec(ctx, stmt)
+		return err
+	}
+	if err := exec(t.Context(), "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return schema
+}
+
 // projectionSQLHelper runs the SQL projection "totals" over the shared
-// file until killed; HELPER_LEASE=1 runs it under the file's lease.
+// store until killed; HELPER_LEASE=1 runs it under the store's lease.
 func projectionSQLHelper() int {
 	ctx := context.Background()
-	path := os.Getenv("HELPER_DB")
-	store, err := sqlite.Open(ctx, path, sqlite.WithRegistry(bustest.NewRegistry()))
+	store, db, closeAll, err := openProjBackend(ctx, os.Getenv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	db, err := openModel(ctx, path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	defer closeAll()
 	owner := os.Getenv("HELPER_OWNER")
 	opts := []projection.Option{projection.WithCheckpoint(projBatch, 0), projection.WithLogger(slog.New(slog.DiscardHandler)),
 		projection.WithBackoff(5*time.Millisecond, 50*time.Millisecond)}
@@ -95,35 +193,51 @@ func projectionSQLHelper() int {
 }
 
 type projEnv struct {
-	path  string
-	store *sqlite.Store
+	store leasedStore
 	db    *sql.DB
+	env   []string // what the helper needs to open the same backend
 }
 
-func newProjEnv(t *testing.T) *projEnv {
+// newProjEnv opens a fresh store and read model on backend b, with the
+// runner's tables created, as the helpers will find them.
+func newProjEnv(t *testing.T, b projBackend) *projEnv {
 	t.Helper()
-	e := &projEnv{path: filepath.Join(t.TempDir(), "events.db")}
-	var err error
-	if e.store, err = sqlite.Open(t.Context(), e.path, sqlite.WithRegistry(bustest.NewRegistry())); err != nil {
+	env := []string{"HELPER_BACKEND=" + string(b)}
+	switch b {
+	case projPostgres:
+		url := postgresURL(t)
+		env = append(env, "HELPER_PG_URL="+url, "HELPER_PG_SCHEMA="+newPostgresSchema(t, url))
+	default:
+		env = append(env, "HELPER_DB="+filepath.Join(t.TempDir(), "events.db"))
+	}
+	getenv := func(k string) string {
+		for _, kv := range env {
+			if v, ok := strings.CutPrefix(kv, k+"="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	store, db, closeAll, err := openProjBackend(t.Context(), getenv)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.store.Close() })
-	if e.db, err = openModel(t.Context(), e.path); err != nil {
-		t.Fatal(err)
+	t.Cleanup(closeAll)
+	if _, err := projection.NewSQLRunner(t.Context(), "totals", pingModel{}, store, db); err != nil {
+		t.Fatal(err) // creates the runner's tables
 	}
-	t.Cleanup(func() { _ = e.db.Close() })
-	return e
+	return &projEnv{store: store, db: db, env: env}
 }
 
 func (e *projEnv) helper(t *testing.T, env ...string) (kill func()) {
-	return startHelper(t, helperCmd("projection-sql", append([]string{"HELPER_DB=" + e.path}, env...)...))
+	return startHelper(t, helperCmd("projection-sql", append(slices.Clone(e.env), env...)...))
 }
 
 func (e *projEnv) checkpoint(t *testing.T) int64 {
 	t.Helper()
 	var p int64
 	err := e.db.QueryRowContext(t.Context(), `SELECT position FROM projection_checkpoints WHERE name = 'totals'`).Scan(&p)
-	if err != nil && err != sql.ErrNoRows && !isMissingTable(err) {
+	if err != nil && err != sql.ErrNoRows {
 		t.Fatal(err)
 	}
 	return p
@@ -187,9 +301,16 @@ func appendPingStreams(t *testing.T, store eventstore.Store, chunks, per int) {
 // A process running a transactional projection is killed with SIGKILL at
 // random points, many times, mid-catch-up; each restart resumes. The read
 // model then equals a recomputation from the store: no event applied
-// twice, none lost.
+// twice, none lost. On SQLite (model and store in one file) and on
+// PostgreSQL (model and store in one schema).
 func TestProjectionSQLKill9MidCatchUp(t *testing.T) {
-	e := newProjEnv(t)
+	for _, b := range []projBackend{projSQLite, projPostgres} {
+		t.Run(string(b), func(t *testing.T) { testProjectionSQLKill9MidCatchUp(t, b) })
+	}
+}
+
+func testProjectionSQLKill9MidCatchUp(t *testing.T, b projBackend) {
+	e := newProjEnv(t, b)
 	appendPingStreams(t, e.store, 400, 50) // 20,000 events
 	const kills = 10
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
@@ -221,7 +342,7 @@ func TestProjectionSQLKill9MidCatchUp(t *testing.T) {
 // applied by one owner, then the other, never interleaved; the model
 // matches the store.
 func TestProjectionLeaseFailoverKill9(t *testing.T) {
-	e := newProjEnv(t)
+	e := newProjEnv(t, projSQLite)
 	kills := map[string]func(){
 		"a": e.helper(t, "HELPER_OWNER=a", "HELPER_LEASE=1"),
 		"b": e.helper(t, "HELPER_OWNER=b", "HELPER_LEASE=1"),

@@ -84,7 +84,9 @@
 // twice).
 //
 // Reads fetch pages of rows (WithPageSize) and yield them after the rows
-// are closed, so no connection is held while the caller's loop body runs.
+// are closed; after a full page, the next one is read on another goroutine
+// while the caller decodes and handles this one. A connection is held only
+// while a page is read, never waiting on the caller's loop body.
 //
 // # Snapshots
 //
@@ -109,7 +111,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -119,6 +120,7 @@ import (
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/eventstore"
+	"github.com/eventsource-go/eventsource/eventstore/internal/pages"
 	"github.com/eventsource-go/eventsource/eventstore/internal/prep"
 )
 
@@ -401,100 +403,118 @@ func appendError(ctx context.Context, streamID string, err error) error {
 
 // Load implements eventstore.Store.
 func (s *Store) Load(ctx context.Context, streamID string, fromVersion int64) iter.Seq2[eventsource.Envelope, error] {
-	return s.pages(ctx, func(bound int64, after *eventsource.Envelope) (string, []any) {
+	return s.reader(func(bound int64, after *stored) (string, []any) {
 		from := max(fromVersion, 1)
 		if after != nil {
-			from = after.Version + 1
+			from = after.env.Version + 1
 		}
 		return loadSQL, []any{streamID, from, bound, s.pageSize}
-	})
+	}).Seq(ctx)
 }
 
 // ReadAll implements eventstore.Store.
 func (s *Store) ReadAll(ctx context.Context, fromPosition int64) iter.Seq2[eventsource.Envelope, error] {
-	return s.pages(ctx, func(bound int64, after *eventsource.Envelope) (string, []any) {
+	return s.reader(func(bound int64, after *stored) (string, []any) {
 		from := max(fromPosition, 1)
 		if after != nil {
-			from = after.Position + 1
+			from = after.env.Position + 1
 		}
 		return readSQL, []any{from, bound, s.pageSize}
-	})
+	}).Seq(ctx)
 }
 
-// pages yields the rows of successive queries. The first page is read
-// unbounded; if it is full, the last assigned position is read before
-// anything is yielded and bounds the later pages, so the sequence ends at
-// what was committed when it began even if the caller appends while it
-// ranges. (Positions up to the counter are all committed: the counter
-// moves only under its lock, at commit.)
-func (s *Store) pages(ctx context.Context, query func(bound int64, after *eventsource.Envelope) (string, []any)) iter.Seq2[eventsource.Envelope, error] {
-	return func(yield func(eventsource.Envelope, error) bool) {
-		bound := int64(math.MaxInt64)
-		var after *eventsource.Envelope
-		for first := true; ; first = false {
-			if err := ctx.Err(); err != nil {
-				yield(eventsource.Envelope{}, err)
-				return
-			}
+// stored is an event's row as read: the envelope without its Event, and
+// the payload and metadata still encoded.
+type stored struct {
+	env            eventsource.Envelope
+	metadata, data []byte
+	schemaVersion  int32
+}
+
+// reader reads pages of query's rows (see pages.Reader). (Positions up to
+// the counter, the bound, are all committed: the counter moves only under
+// its lock, at commit.)
+func (s *Store) reader(query func(bound int64, after *stored) (string, []any)) pages.Reader[stored] {
+	return pages.Reader[stored]{
+		Size: s.pageSize,
+		Fetch: func(ctx context.Context, bound int64, after *stored) ([]stored, error) {
 			sql, args := query(bound, after)
-			page, err := s.page(ctx, sql, args)
-			if err == nil && first && len(page) == s.pageSize {
-				if err = s.pool.QueryRow(ctx, boundSQL).Scan(&bound); err != nil {
-					err = readError(ctx, err)
-				}
+			capHint := 64
+			if after != nil {
+				capHint = s.pageSize
 			}
-			for _, env := range page {
-				if cerr := ctx.Err(); cerr != nil {
-					yield(eventsource.Envelope{}, cerr)
-					return
-				}
-				if !yield(env, nil) {
-					return
-				}
+			return s.page(ctx, sql, args, capHint)
+		},
+		Bound: func(ctx context.Context) (int64, error) {
+			var bound int64
+			if err := s.pool.QueryRow(ctx, boundSQL).Scan(&bound); err != nil {
+				return 0, readError(ctx, err)
 			}
-			if err != nil {
-				yield(eventsource.Envelope{}, err)
-				return
-			}
-			if len(page) < s.pageSize {
-				return
-			}
-			after = &page[len(page)-1]
-		}
+			return bound, nil
+		},
+		Decode: s.decode,
 	}
 }
 
-// page runs one query and decodes its rows. On a decode error it returns
-// the rows decoded before it, so that the caller yields them first.
-func (s *Store) page(ctx context.Context, sql string, args []any) ([]eventsource.Envelope, error) {
+// page runs one query and returns its rows. On error it returns the rows
+// read before it, so that the caller yields them first.
+func (s *Store) page(ctx context.Context, sql string, args []any, capHint int) ([]stored, error) {
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, readError(ctx, err)
 	}
 	defer rows.Close()
-	page := make([]eventsource.Envelope, 0, min(s.pageSize, 64))
+	// A page after a full one is likely full too; a read of one stream is
+	// often short.
+	page := make([]stored, 0, min(s.pageSize, capHint))
+	// Scan's arguments escape: scanning into one row declared outside
+	// the loop, then copying it, allocates it once per page. (pgx gives
+	// every JSON value a slice of its own, which the copy may keep.)
 	var (
-		id             [16]byte
-		metadata, data []byte
-		schemaVersion  int32
+		r  stored
+		id [16]byte
 	)
+	env := &r.env
+	names := make(map[string]string)
+	dest := []any{&env.Position, &env.Version, &id, &interned{&env.Type, names}, &interned{&env.AggregateType, names},
+		&env.AggregateID, &env.OccurredAt, &r.metadata, &r.data, &r.schemaVersion}
 	for rows.Next() {
-		var env eventsource.Envelope
-		if err := rows.Scan(&env.Position, &env.Version, &id, &env.Type, &env.AggregateType, &env.AggregateID,
-			&env.OccurredAt, &metadata, &data, &schemaVersion); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return page, readError(ctx, err)
 		}
 		env.ID = uuid.UUID(id)
 		env.OccurredAt = env.OccurredAt.UTC()
-		if err := s.decode(&env, metadata, data, int(schemaVersion)); err != nil {
-			return page, fmt.Errorf("postgres: event at position %d: %w", env.Position, err)
-		}
-		page = append(page, env)
+		page = append(page, r)
 	}
 	if err := rows.Err(); err != nil {
 		return page, readError(ctx, err)
 	}
 	return page, nil
+}
+
+// interned scans a text column into *dst, one string per distinct value
+// of a page: event and aggregate type names repeat on every row.
+type interned struct {
+	dst  *string
+	seen map[string]string
+}
+
+// maxInterned bounds the names a page keeps; past it, values are copied.
+const maxInterned = 64
+
+// ScanBytes implements pgtype.BytesScanner; src is only valid during the
+// call.
+func (in *interned) ScanBytes(src []byte) error {
+	if v, ok := in.seen[string(src)]; ok {
+		*in.dst = v
+		return nil
+	}
+	v := string(src)
+	if len(in.seen) < maxInterned {
+		in.seen[v] = v
+	}
+	*in.dst = v
+	return nil
 }
 
 func readError(ctx context.Context, err error) error {
@@ -504,17 +524,24 @@ func readError(ctx context.Context, err error) error {
 	return fmt.Errorf("postgres: read: %w", err)
 }
 
-func (s *Store) decode(env *eventsource.Envelope, metadata, data []byte, schemaVersion int) error {
-	if len(metadata) > 0 {
-		if err := json.Unmarshal(metadata, &env.Metadata); err != nil {
-			return &eventsource.DecodeError{Type: env.Type, Kind: eventsource.ErrMalformed, Cause: fmt.Errorf("metadata: %w", err)}
+func (s *Store) decode(r *stored) (eventsource.Envelope, error) {
+	env := r.env
+	if len(r.metadata) > 0 {
+		var md eventsource.Metadata // apart from env, which would escape with it
+		if err := json.Unmarshal(r.metadata, &md); err != nil {
+			return env, fmt.Errorf("postgres: event at position %d: %w", env.Position,
+				&eventsource.DecodeError{Type: env.Type, Kind: eventsource.ErrMalformed, Cause: fmt.Errorf("metadata: %w", err)})
 		}
+		env.Metadata = md
 	}
 	var err error
 	// Upcasts an older payload, and reads a former type name as the
 	// current one.
-	env.Event, env.Type, err = s.registry.DecodeVersion(env.Type, schemaVersion, data)
-	return err
+	env.Event, env.Type, err = s.registry.DecodeVersion(env.Type, int(r.schemaVersion), r.data)
+	if err != nil {
+		return env, fmt.Errorf("postgres: event at position %d: %w", env.Position, err)
+	}
+	return env, nil
 }
 
 // Checkpoint implements eventstore.CheckpointStore.

@@ -52,9 +52,11 @@
 // writer never replaces a newer snapshot with an older one.
 //
 // Reads fetch pages of rows (WithPageSize) and yield them after the rows are
-// closed, so no connection or read transaction is held while the caller's
-// loop body runs: a handler may append, or start another read, from inside
-// a Load or ReadAll loop.
+// closed; after a full page, the next one is read on another goroutine
+// while the caller handles this one. A connection or read transaction is
+// held only while a page is read, never waiting on the caller's loop body:
+// a handler may append, or start another read, from inside a Load or
+// ReadAll loop.
 package sqlite
 
 import (
@@ -64,7 +66,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"math"
 	"runtime"
 	"strings"
 	"time"
@@ -75,6 +76,7 @@ import (
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/eventstore"
+	"github.com/eventsource-go/eventsource/eventstore/internal/pages"
 	"github.com/eventsource-go/eventsource/eventstore/internal/prep"
 )
 
@@ -448,92 +450,83 @@ func (s *Store) conflict(ctx context.Context, streamID string, expected int64) e
 
 // Load implements eventstore.Store.
 func (s *Store) Load(ctx context.Context, streamID string, fromVersion int64) iter.Seq2[eventsource.Envelope, error] {
-	return s.pages(ctx, func(ctx context.Context, bound int64, after *eventsource.Envelope) (*sql.Rows, error) {
+	return s.reader(func(ctx context.Context, bound int64, after *stored) (*sql.Rows, error) {
 		from := max(fromVersion, 1)
 		if after != nil {
-			from = after.Version + 1
+			from = after.version + 1
 		}
 		return s.load.QueryContext(ctx, streamID, from, bound, s.pageSize)
-	})
+	}).Seq(ctx)
 }
 
 // ReadAll implements eventstore.Store.
 func (s *Store) ReadAll(ctx context.Context, fromPosition int64) iter.Seq2[eventsource.Envelope, error] {
-	return s.pages(ctx, func(ctx context.Context, bound int64, after *eventsource.Envelope) (*sql.Rows, error) {
+	return s.reader(func(ctx context.Context, bound int64, after *stored) (*sql.Rows, error) {
 		from := max(fromPosition, 1)
 		if after != nil {
-			from = after.Position + 1
+			from = after.position + 1
 		}
 		return s.readAll.QueryContext(ctx, from, bound, s.pageSize)
-	})
+	}).Seq(ctx)
 }
 
-// pages yields the rows of successive queries. The first page is read
-// unbounded; if it is full, the log's last position is
-// read before anything is yielded and bounds the later pages, so the
-// sequence ends at what was committed when it began even if the caller
-// appends while it ranges.
-func (s *Store) pages(ctx context.Context, query func(ctx context.Context, bound int64, after *eventsource.Envelope) (*sql.Rows, error)) iter.Seq2[eventsource.Envelope, error] {
-	return func(yield func(eventsource.Envelope, error) bool) {
-		bound := int64(math.MaxInt64)
-		var after *eventsource.Envelope
-		for first := true; ; first = false {
-			if err := ctx.Err(); err != nil {
-				yield(eventsource.Envelope{}, err)
-				return
+// stored is an event's row as read, before its payload is decoded. The
+// driver hands TEXT columns over as strings, which are kept as they are.
+type stored struct {
+	position, version int64
+	schemaVersion     int
+	id, typ           string
+	aggType, aggID    string
+	occurred          string
+	metadata          sql.NullString
+	data              string
+}
+
+// reader reads pages of query's rows (see pages.Reader). Each read has a
+// buffer of its own for the payload being decoded.
+func (s *Store) reader(query func(ctx context.Context, bound int64, after *stored) (*sql.Rows, error)) pages.Reader[stored] {
+	var buf []byte
+	return pages.Reader[stored]{
+		Size: s.pageSize,
+		Fetch: func(ctx context.Context, bound int64, after *stored) ([]stored, error) {
+			return s.page(ctx, query, bound, after)
+		},
+		Bound: func(ctx context.Context) (int64, error) {
+			var bound int64
+			if err := s.bound.QueryRowContext(ctx).Scan(&bound); err != nil {
+				return 0, readError(ctx, err)
 			}
-			page, err := s.page(ctx, query, bound, after)
-			if err == nil && first && len(page) == s.pageSize {
-				err = s.bound.QueryRowContext(ctx).Scan(&bound)
-				if err != nil {
-					err = fmt.Errorf("sqlite: read: %w", err)
-				}
-			}
-			for _, env := range page {
-				if cerr := ctx.Err(); cerr != nil {
-					yield(eventsource.Envelope{}, cerr)
-					return
-				}
-				if !yield(env, nil) {
-					return
-				}
-			}
+			return bound, nil
+		},
+		Decode: func(r *stored) (eventsource.Envelope, error) {
+			env, err := s.decode(r, &buf)
 			if err != nil {
-				yield(eventsource.Envelope{}, err)
-				return
+				return env, fmt.Errorf("sqlite: event at position %d: %w", r.position, err)
 			}
-			if len(page) < s.pageSize {
-				return
-			}
-			after = &page[len(page)-1]
-		}
+			return env, nil
+		},
 	}
 }
 
-// page runs one query and decodes its rows. On error it returns the rows
-// decoded before it, so that the caller yields them first.
-func (s *Store) page(ctx context.Context, query func(context.Context, int64, *eventsource.Envelope) (*sql.Rows, error), bound int64, after *eventsource.Envelope) ([]eventsource.Envelope, error) {
+// page runs one query and returns its rows. On error it returns the rows
+// read before it, so that the caller yields them first.
+func (s *Store) page(ctx context.Context, query func(context.Context, int64, *stored) (*sql.Rows, error), bound int64, after *stored) ([]stored, error) {
 	rows, err := query(ctx, bound, after)
 	if err != nil {
 		return nil, readError(ctx, err)
 	}
 	defer rows.Close()
-	page := make([]eventsource.Envelope, 0, min(s.pageSize, 64))
-	var (
-		id, occurred   string
-		metadata, data sql.RawBytes
-		schemaVersion  int
-	)
+	page := make([]stored, 0, pageCap(s.pageSize, after))
+	// Scan's arguments escape: scanning into one row declared outside
+	// the loop, then copying it, allocates it once per page.
+	var r stored
+	dest := []any{&r.position, &r.version, &r.id, &r.typ, &r.aggType, &r.aggID,
+		&r.occurred, &r.metadata, &r.data, &r.schemaVersion}
 	for rows.Next() {
-		var env eventsource.Envelope
-		if err := rows.Scan(&env.Position, &env.Version, &id, &env.Type, &env.AggregateType, &env.AggregateID,
-			&occurred, &metadata, &data, &schemaVersion); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return page, readError(ctx, err)
 		}
-		if err := s.decode(&env, id, occurred, metadata, data, schemaVersion); err != nil {
-			return page, fmt.Errorf("sqlite: event at position %d: %w", env.Position, err)
-		}
-		page = append(page, env)
+		page = append(page, r)
 	}
 	if err := rows.Err(); err != nil {
 		return page, readError(ctx, err)
@@ -550,26 +543,44 @@ func readError(ctx context.Context, err error) error {
 	return fmt.Errorf("sqlite: read: %w", err)
 }
 
-func (s *Store) decode(env *eventsource.Envelope, id, occurred string, metadata, data []byte, schemaVersion int) error {
-	malformed := func(field string, err error) error {
-		return &eventsource.DecodeError{Type: env.Type, Kind: eventsource.ErrMalformed, Cause: fmt.Errorf("%s: %w", field, err)}
-	}
+// decode turns r into an envelope, decoding its payload from a copy in
+// *buf (decoders do not keep the bytes they are given).
+func (s *Store) decode(r *stored, buf *[]byte) (eventsource.Envelope, error) {
+	env := eventsource.Envelope{Position: r.position, Version: r.version, Type: r.typ,
+		AggregateType: r.aggType, AggregateID: r.aggID}
 	var err error
-	if env.ID, err = uuid.Parse(id); err != nil {
-		return malformed("event_id", err)
+	if env.ID, err = uuid.Parse(r.id); err != nil {
+		return env, malformed(env.Type, "event_id", err)
 	}
-	if env.OccurredAt, err = time.Parse(time.RFC3339Nano, occurred); err != nil {
-		return malformed("occurred_at", err)
+	if env.OccurredAt, err = time.Parse(time.RFC3339Nano, r.occurred); err != nil {
+		return env, malformed(env.Type, "occurred_at", err)
 	}
-	if len(metadata) > 0 {
-		if err := json.Unmarshal(metadata, &env.Metadata); err != nil {
-			return malformed("metadata", err)
+	if r.metadata.String != "" {
+		var md eventsource.Metadata // apart from env, which would escape with it
+		*buf = append((*buf)[:0], r.metadata.String...)
+		if err := json.Unmarshal(*buf, &md); err != nil {
+			return env, malformed(env.Type, "metadata", err)
 		}
+		env.Metadata = md
 	}
 	// Upcasts an older payload, and reads a former type name as the
 	// current one.
-	env.Event, env.Type, err = s.registry.DecodeVersion(env.Type, schemaVersion, data)
-	return err
+	*buf = append((*buf)[:0], r.data...)
+	env.Event, env.Type, err = s.registry.DecodeVersion(env.Type, r.schemaVersion, *buf)
+	return env, err
+}
+
+func malformed(typ, field string, err error) error {
+	return &eventsource.DecodeError{Type: typ, Kind: eventsource.ErrMalformed, Cause: fmt.Errorf("%s: %w", field, err)}
+}
+
+// pageCap is the capacity a page starts with: a read of one stream is
+// often short, but a page after a full one is likely full too.
+func pageCap(size int, after *stored) int {
+	if after != nil {
+		return size
+	}
+	return min(size, 64)
 }
 
 // Checkpoint implements eventstore.CheckpointStore.

@@ -76,6 +76,8 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		{"RoundTrip", testRoundTrip},
 		{"CopiesInAndOut", testCopies},
 		{"EarlyBreak", testEarlyBreak},
+		{"EarlyBreakLeavesNoGoroutine", testEarlyBreakLeavesNoGoroutine},
+		{"NestedReads", testNestedReads},
 		{"AppendWhileIterating", testAppendWhileIterating},
 		{"CancelledContext", testCancelledContext},
 		{"CancelDuringIteration", testCancelDuringIteration},
