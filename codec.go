@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/google/uuid"
 )
@@ -30,16 +31,51 @@ func NewJSONCodec(r *Registry) JSONCodec { return JSONCodec{Registry: r} }
 // and its schema version (SchemaVersionOf), when above 1, under
 // "schema_version".
 func (c JSONCodec) Marshal(env Envelope) ([]byte, error) {
-	data, err := MarshalEvent(env.Event)
-	if err != nil {
-		return nil, err
+	if env.Event == nil {
+		return nil, fmt.Errorf("%w: nil event", ErrInvalidEvent)
 	}
 	typ := env.Type
 	if typ == "" {
 		typ = env.Event.EventType()
 	}
-	return appendEnvelope(make([]byte, 0, len(data)+256), &env, typ, SchemaVersionOf(env.Event), data)
+	// The envelope and the payload are written into one pooled buffer and
+	// copied out once: encoding/json's Marshal would allocate and copy
+	// the payload on its own first.
+	w := encodeBuffers.Get().(*encodeBuffer)
+	defer w.release()
+	w.b = appendEnvelopeHead(w.b[:0], &env, typ, SchemaVersionOf(env.Event))
+	if err := w.enc.Encode(env.Event); err != nil {
+		return nil, fmt.Errorf("%w: encode %s: %v", ErrInvalidEvent, env.Event.EventType(), err)
+	}
+	w.b[len(w.b)-1] = '}' // over the newline Encode ends with
+	return bytes.Clone(w.b), nil
 }
+
+// encodeBuffer is a buffer with a json.Encoder that appends to it.
+type encodeBuffer struct {
+	b   []byte
+	enc *json.Encoder
+}
+
+func (w *encodeBuffer) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// release returns w to the pool, unless one large event grew it.
+func (w *encodeBuffer) release() {
+	if cap(w.b) <= 64<<10 {
+		encodeBuffers.Put(w)
+	}
+}
+
+// encodeBuffers reuses the encoding buffers across Marshal calls, as
+// encoding/json reuses its own.
+var encodeBuffers = sync.Pool{New: func() any {
+	w := &encodeBuffer{b: make([]byte, 0, 1024)}
+	w.enc = json.NewEncoder(w)
+	return w
+}}
 
 // Unmarshal decodes bytes written by Marshal, or by another service that
 // follows the wire format. A payload at an older "schema_version" is

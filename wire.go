@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,13 +18,14 @@ import (
 // The envelope's JSON is written and read by hand: every broker-backed bus
 // and durable store encodes and decodes each event, and encoding/json's
 // reflection over the envelope cost more than the rest of the consumer
-// path together. Payloads and metadata still go through encoding/json.
+// path together. Payloads still go through encoding/json, and so does
+// metadata when it is read.
 
-// appendEnvelope writes env as the wire format's JSON object, with data as
-// the already encoded payload.
+// appendEnvelopeHead writes the wire format's JSON object for env up to
+// and including the "data" key; the encoded payload and '}' follow.
 // schemaVersion is written only above 1, so that events of a type that
 // never changed shape keep the bytes they always had.
-func appendEnvelope(buf []byte, env *Envelope, typ string, schemaVersion int, data []byte) ([]byte, error) {
+func appendEnvelopeHead(buf []byte, env *Envelope, typ string, schemaVersion int) []byte {
 	buf = append(buf, `{"id":"`...)
 	buf = appendUUID(buf, env.ID)
 	buf = append(buf, `","type":`...)
@@ -45,16 +48,54 @@ func appendEnvelope(buf []byte, env *Envelope, typ string, schemaVersion int, da
 	buf = env.OccurredAt.AppendFormat(buf, time.RFC3339Nano)
 	buf = append(buf, '"')
 	if !env.Metadata.IsZero() {
-		md, err := json.Marshal(env.Metadata)
-		if err != nil {
-			return nil, fmt.Errorf("%w: encode metadata: %v", ErrInvalidEvent, err)
-		}
 		buf = append(buf, `,"metadata":`...)
-		buf = append(buf, md...)
+		buf = appendMetadata(buf, &env.Metadata)
 	}
-	buf = append(buf, `,"data":`...)
-	buf = append(buf, data...)
-	return append(buf, '}'), nil
+	return append(buf, `,"data":`...)
+}
+
+// appendMetadata writes m as encoding/json would (its struct tags, empty
+// fields omitted, Extra's keys sorted), without reflection.
+func appendMetadata(buf []byte, m *Metadata) []byte {
+	buf = append(buf, '{')
+	n := len(buf)
+	buf = appendMember(buf, n, "correlation_id", m.CorrelationID)
+	buf = appendMember(buf, n, "causation_id", m.CausationID)
+	buf = appendMember(buf, n, "tenant_id", m.TenantID)
+	buf = appendMember(buf, n, "traceparent", m.TraceParent)
+	buf = appendMember(buf, n, "tracestate", m.TraceState)
+	if len(m.Extra) > 0 {
+		if len(buf) > n {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `"extra":{`...)
+		for i, k := range slices.Sorted(maps.Keys(m.Extra)) {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendString(buf, k)
+			buf = append(buf, ':')
+			buf = appendString(buf, m.Extra[k])
+		}
+		buf = append(buf, '}')
+	}
+	return append(buf, '}')
+}
+
+// appendMember writes "key":value unless value is empty, after a comma
+// unless it is the object's first member (the object's members start at
+// buf[start]). key needs no escaping.
+func appendMember(buf []byte, start int, key, value string) []byte {
+	if value == "" {
+		return buf
+	}
+	if len(buf) > start {
+		buf = append(buf, ',')
+	}
+	buf = append(buf, '"')
+	buf = append(buf, key...)
+	buf = append(buf, `":`...)
+	return appendString(buf, value)
 }
 
 func appendUUID(buf []byte, id uuid.UUID) []byte {

@@ -111,6 +111,10 @@ var (
 	ErrInvalidSubscription = errors.New("bus: invalid subscription")
 	// ErrHandlerPanic matches a *HandlerError whose handler panicked.
 	ErrHandlerPanic = errors.New("bus: handler panicked")
+	// ErrTooLarge matches a Publish error for an event whose encoded form
+	// is over what the broker takes (its configured maximum message size):
+	// publishing it again cannot succeed. The bus goes on with the others.
+	ErrTooLarge = errors.New("bus: event too large for the broker")
 )
 
 // ValidateEnvelopes checks what every bus needs of an envelope before it

@@ -9,6 +9,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/bus"
 )
 
 // PublishError reports the events of one Publish call that the brokers did
@@ -41,15 +42,28 @@ func (e *PublishError) Error() string {
 	return b.String()
 }
 
-// Unwrap returns the distinct causes, for errors.Is and errors.As.
+// Unwrap returns the distinct causes, for errors.Is and errors.As, and
+// bus.ErrTooLarge when an event was over a size limit.
 func (e *PublishError) Unwrap() []error {
 	var out []error
+	tooLarge := false
 	for _, f := range e.Failed {
 		if f.Err != nil && !containsError(out, f.Err) {
 			out = append(out, f.Err)
+			tooLarge = tooLarge || isTooLarge(f.Err)
 		}
 	}
+	if tooLarge {
+		out = append(out, bus.ErrTooLarge)
+	}
 	return out
+}
+
+// isTooLarge reports a record over the client's BatchBytes or the
+// broker's message.max.bytes.
+func isTooLarge(err error) bool {
+	var tooLarge kafkago.MessageTooLargeError
+	return errors.As(err, &tooLarge) || errors.Is(err, kafkago.MessageSizeTooLarge)
 }
 
 // containsError reports whether errs holds err. Only comparable errors
@@ -75,6 +89,10 @@ func containsError(errs []error, err error) bool {
 func publishError(events []eventsource.Envelope, err error) (written int, _ error) {
 	var werrs kafkago.WriteErrors
 	if !errors.As(err, &werrs) {
+		if isTooLarge(err) {
+			// kafka-go refuses the whole call for one message over BatchBytes.
+			return 0, fmt.Errorf("kafka bus: publish: %w: %w", bus.ErrTooLarge, err)
+		}
 		return 0, fmt.Errorf("kafka bus: publish: %w", err)
 	}
 	perr := &PublishError{}

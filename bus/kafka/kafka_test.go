@@ -108,7 +108,7 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 
 func TestConformance(t *testing.T) {
 	brokers(t)
-	bustest.Run(t, bustest.Features{ConsumerGroups: true, OrderingPerAggregate: true, Persistence: true, Timeout: 30 * time.Second},
+	bustest.Run(t, bustest.Features{ConsumerGroups: true, OrderingPerAggregate: true, Persistence: true, MaxEventBytes: 1 << 20, Timeout: 30 * time.Second},
 		func(t *testing.T, cfg bustest.Config) bus.Bus {
 			return open(t, Config{Registry: cfg.Registry, Topic: cfg.Namespace, Group: cfg.Group})
 		})

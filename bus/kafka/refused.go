@@ -29,9 +29,7 @@ func isRefusal(err error) bool {
 		}
 		return false
 	}
-	var tooLarge kafkago.MessageTooLargeError
-	return errors.As(err, &tooLarge) ||
-		errors.Is(err, kafkago.MessageSizeTooLarge) ||
+	return isTooLarge(err) ||
 		errors.Is(err, kafkago.RecordListTooLarge) ||
 		errors.Is(err, kafkago.InvalidRecord)
 }

@@ -59,8 +59,21 @@ type Config struct {
 	QuorumQueues bool
 
 	// ConfirmWindow bounds the messages published and not yet confirmed by
-	// the broker; Publish waits for room at the bound. Default 4096.
+	// the broker, over all publishing channels; Publish waits for room at
+	// the bound. Default 4096.
 	ConfirmWindow int
+	// MaxMessageSize is the largest encoded event Publish sends; a larger
+	// one fails Publish with bus.ErrTooLarge before anything is sent.
+	// Default 16 MiB, RabbitMQ 4's max_message_size (3.x: 128 MiB): set it
+	// to the broker's. An event over the broker's limit that gets past
+	// this one fails with ErrRefused, at the cost of a reconnect.
+	MaxMessageSize int
+	// PublishChannels is how many confirm-mode channels Publish spreads
+	// events over, by a hash of the aggregate ID: one aggregate's events
+	// always take the same channel, so the broker keeps their order, and
+	// the broker handles the channels in parallel. Default 4; 1 sends
+	// everything on one channel in publish order.
+	PublishChannels int
 	// AllowUnroutable publishes without the mandatory flag: a message no
 	// queue is bound for is dropped by the broker instead of failing
 	// Publish with ErrUnroutable. Off by default.
@@ -138,6 +151,12 @@ func (c Config) WithDefaults() Config {
 	if c.ConfirmWindow == 0 {
 		c.ConfirmWindow = 4096
 	}
+	if c.PublishChannels == 0 {
+		c.PublishChannels = 4
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = 16 << 20
+	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 10 * time.Second
 	}
@@ -196,6 +215,12 @@ func (c Config) Validate() error {
 	}
 	if c.ConfirmWindow < 1 {
 		errs = append(errs, fmt.Errorf("ConfirmWindow must be positive, got %d", c.ConfirmWindow))
+	}
+	if c.MaxMessageSize < 1 {
+		errs = append(errs, fmt.Errorf("MaxMessageSize must be positive, got %d", c.MaxMessageSize))
+	}
+	if c.PublishChannels < 1 || c.PublishChannels > 64 {
+		errs = append(errs, fmt.Errorf("PublishChannels must be within [1, 64], got %d", c.PublishChannels))
 	}
 	if c.Heartbeat < 0 || c.DialTimeout <= 0 || c.OpTimeout <= 0 {
 		errs = append(errs, errors.New("Heartbeat must not be negative; DialTimeout and OpTimeout must be positive"))

@@ -35,9 +35,12 @@
 //
 // # Publishing
 //
-// Publish uses one channel in confirm mode per connection and pipelines:
-// it sends the whole batch (up to ConfirmWindow unconfirmed messages),
-// then waits once. With the mandatory flag (unless AllowUnroutable), a
+// Publish uses PublishChannels channels in confirm mode (default 4) on
+// one connection and pipelines: it sends the whole batch (up to
+// ConfirmWindow unconfirmed messages in all), then waits once. Each event
+// takes the channel its aggregate ID hashes to, so one aggregate's events
+// reach the broker in publish order on one channel, while the broker
+// handles the channels in parallel. With the mandatory flag (unless AllowUnroutable), a
 // message no queue is bound for comes back and fails Publish with
 // ErrUnroutable: publishing a type that no group subscribes to is an
 // error, as is publishing before any group's first subscription. Nacked

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/eventsource-go/eventsource/bus"
 )
 
 // Publish errors. A *PublishError matches the ones that apply with
@@ -18,6 +20,12 @@ var (
 	ErrUnroutable = errors.New("rabbitmq bus: unroutable message")
 	// ErrNacked: the broker refused the message (basic.nack).
 	ErrNacked = errors.New("rabbitmq bus: message nacked by the broker")
+	// ErrRefused: the broker closed the publishing channel over the
+	// messages in flight on it (PRECONDITION_FAILED, such as a message over
+	// its max_message_size). It matches bus.ErrTooLarge too when that was
+	// the reason. The other messages in flight with the culprit share the
+	// error: they were not stored, and may be published again.
+	ErrRefused = errors.New("rabbitmq bus: message refused by the broker")
 	// ErrUnconfirmed: the broker's confirmation never came (the connection
 	// was lost and the bus is closing, or ctx ended): the message may or
 	// may not have been stored.
@@ -75,6 +83,7 @@ func (e *PublishError) Unwrap() []error {
 
 // outgoing is one message to publish.
 type outgoing struct {
+	lane          int // which of a session's publishing channels takes it
 	exchange, key string
 	msg           amqp.Publishing
 }
@@ -82,6 +91,12 @@ type outgoing struct {
 // publisher publishes on one confirm-mode channel and matches the broker's
 // confirmations and returns to the messages, so Publish can pipeline a
 // whole batch and wait once.
+//
+// The unconfirmed messages are kept in a ring in delivery-tag order: the
+// tags of a channel are consecutive, and amqp091 hands the confirmations
+// over one per tag and in tag order (it expands multiple acks and
+// resequences), so each confirmation settles the oldest entry. Nothing is
+// allocated per message.
 type publisher struct {
 	ch        *amqp.Channel
 	mandatory bool
@@ -89,19 +104,22 @@ type publisher struct {
 
 	pubMu sync.Mutex // serializes publishes: the next delivery tag is ours
 
-	mu      sync.Mutex // guards what follows
-	pending map[uint64]*pubEntry
-	byID    map[string][]uint64 // unconfirmed tags by message ID, oldest first
-	dead    bool
+	mu    sync.Mutex // guards what follows
+	ring  []pubEntry // the unconfirmed messages, cap(window) slots
+	head  int        // the slot of the oldest one
+	n     int        // how many there are
+	first uint64     // the delivery tag of ring[head]
+	dead  bool
 
 	done chan struct{} // closed when the tracking goroutine ends
 }
 
 type pubEntry struct {
-	call     *pubCall
-	idx      int
-	msgID    string
-	returned *amqp.Return
+	call          *pubCall
+	idx           int
+	msgID         string
+	exchange, key string
+	returned      *amqp.Return
 }
 
 // pubCall collects the outcome of one batch.
@@ -117,20 +135,27 @@ func newPublisher(ch *amqp.Channel, window int, mandatory bool) (*publisher, err
 	}
 	p := &publisher{
 		ch: ch, mandatory: mandatory, window: make(chan struct{}, window),
-		pending: map[uint64]*pubEntry{}, byID: map[string][]uint64{}, done: make(chan struct{}),
+		ring: make([]pubEntry, window), done: make(chan struct{}),
 	}
 	// Returns are unbuffered: the library hands a basic.return over before
 	// it reads the basic.ack that follows it, so with one goroutine reading
 	// both, a message is known to be returned before its ack is seen.
 	returns := ch.NotifyReturn(make(chan amqp.Return))
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, window+16))
-	go p.track(returns, confirms)
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	go p.track(returns, confirms, closed)
 	return p, nil
 }
 
+// at returns the k-th oldest unconfirmed entry.
+func (p *publisher) at(k int) *pubEntry {
+	return &p.ring[(p.head+k)%len(p.ring)]
+}
+
 // track settles entries from the broker's returns and confirmations until
-// the channel closes, then fails what is left with errConnLost.
-func (p *publisher) track(returns <-chan amqp.Return, confirms <-chan amqp.Confirmation) {
+// the channel closes, then fails what is left with errConnLost, or with
+// the broker's refusal when it closed the channel over a message.
+func (p *publisher) track(returns <-chan amqp.Return, confirms <-chan amqp.Confirmation, closed <-chan *amqp.Error) {
 	defer close(p.done)
 	for returns != nil || confirms != nil {
 		select {
@@ -140,14 +165,13 @@ func (p *publisher) track(returns <-chan amqp.Return, confirms <-chan amqp.Confi
 				continue
 			}
 			p.mu.Lock()
-			if tags := p.byID[r.MessageId]; len(tags) > 0 {
-				// The broker handles a channel's messages in order: the
-				// oldest unconfirmed message with this ID is the one.
-				for _, tag := range tags {
-					if e := p.pending[tag]; e != nil && e.returned == nil {
-						e.returned = &r
-						break
-					}
+			// The broker handles a channel's messages in order: the oldest
+			// unconfirmed message with this ID and route not yet returned is
+			// the one.
+			for k := range p.n {
+				if e := p.at(k); e.returned == nil && e.msgID == r.MessageId && e.key == r.RoutingKey && e.exchange == r.Exchange {
+					e.returned = &r
+					break
 				}
 			}
 			p.mu.Unlock()
@@ -157,43 +181,103 @@ func (p *publisher) track(returns <-chan amqp.Return, confirms <-chan amqp.Confi
 				continue
 			}
 			p.mu.Lock()
-			if e := p.pending[c.DeliveryTag]; e != nil {
-				var err error
-				switch {
-				case !c.Ack:
-					err = ErrNacked
-				case e.returned != nil:
-					err = fmt.Errorf("%w: %s (%d): routing key %q", ErrUnroutable, e.returned.ReplyText, e.returned.ReplyCode, e.returned.RoutingKey)
+			p.confirmLocked(c)
+			// A multiple ack arrives as a run of confirmations: settle the
+			// ones already queued under the same lock. Any return they
+			// follow was received above before amqp091 queued them.
+			for more := len(confirms); more > 0; more-- {
+				if c, ok = <-confirms; ok {
+					p.confirmLocked(c)
 				}
-				p.settleLocked(c.DeliveryTag, e, err)
 			}
 			p.mu.Unlock()
 		}
 	}
+	// amqp091 sends the close reason before it closes the notify channels.
+	var reason *amqp.Error
+	select {
+	case reason = <-closed:
+	default:
+	}
+	lost := refusal(reason)
 	p.mu.Lock()
 	p.dead = true
-	for tag, e := range p.pending {
-		p.settleLocked(tag, e, errConnLost)
+	for p.n > 0 {
+		p.settleHeadLocked(lost)
 	}
 	p.mu.Unlock()
 }
 
-func (p *publisher) settleLocked(tag uint64, e *pubEntry, err error) {
-	delete(p.pending, tag)
-	if tags := p.byID[e.msgID]; len(tags) <= 1 {
-		delete(p.byID, e.msgID)
-	} else {
-		for i, t := range tags {
-			if t == tag {
-				p.byID[e.msgID] = append(tags[:i:i], tags[i+1:]...)
-				break
-			}
+// confirmLocked settles the entries up to c's tag (one, as amqp091
+// delivers them) with c's outcome.
+func (p *publisher) confirmLocked(c amqp.Confirmation) {
+	for p.n > 0 && p.first <= c.DeliveryTag {
+		var err error
+		switch e := p.at(0); {
+		case !c.Ack:
+			err = ErrNacked
+		case e.returned != nil:
+			err = fmt.Errorf("%w: %s (%d): routing key %q", ErrUnroutable, e.returned.ReplyText, e.returned.ReplyCode, e.returned.RoutingKey)
 		}
+		p.settleHeadLocked(err)
 	}
-	e.call.errs[e.idx] = err
-	e.call.remaining--
-	if e.call.remaining == 0 {
-		close(e.call.done)
+}
+
+// refusal is the error for the messages unconfirmed when the publishing
+// channel closed for reason. A channel the broker closed with
+// PRECONDITION_FAILED refused what was sent on it (over max_message_size,
+// typically): sending it again would close the next channel too, for
+// ever, and take the consumers' connection with it each time. Any other
+// end is a lost connection, and the messages are sent again.
+func refusal(reason *amqp.Error) error {
+	if reason == nil || !reason.Server || reason.Code != amqp.PreconditionFailed {
+		return errConnLost
+	}
+	if strings.Contains(reason.Reason, "message size") {
+		return fmt.Errorf("%w: %w (%w)", ErrRefused, bus.ErrTooLarge, reason)
+	}
+	return fmt.Errorf("%w: %w", ErrRefused, reason)
+}
+
+// settleHeadLocked settles the oldest entry with err.
+func (p *publisher) settleHeadLocked(err error) {
+	e := *p.at(0)
+	*p.at(0) = pubEntry{} // drop the references
+	p.head = (p.head + 1) % len(p.ring)
+	p.first++
+	p.n--
+	p.finishLocked(e.call, e.idx, err)
+}
+
+// pushLocked appends the entry of the message about to be sent with tag.
+func (p *publisher) pushLocked(tag uint64, e pubEntry) {
+	if p.n == 0 {
+		p.first = tag
+	}
+	*p.at(p.n) = e
+	p.n++
+}
+
+// popLocked removes the newest entry, the message with tag, when it is
+// still there (track fails everything when the channel closes): amqp091
+// did not send it and took its tag back.
+func (p *publisher) popLocked(tag uint64, err error) {
+	if p.n == 0 || p.first+uint64(p.n-1) != tag {
+		return
+	}
+	p.n--
+	e := *p.at(p.n)
+	*p.at(p.n) = pubEntry{}
+	p.finishLocked(e.call, e.idx, err)
+}
+
+// finishLocked records the outcome of a call's message and gives its
+// window token back.
+func (p *publisher) finishLocked(call *pubCall, idx int, err error) {
+	call.errs[idx] = err
+	call.remaining--
+	if call.remaining == 0 {
+		close(call.done)
 	}
 	<-p.window
 }
@@ -203,40 +287,101 @@ func (p *publisher) settleLocked(tag uint64, e *pubEntry, err error) {
 // ErrUnroutable, ErrNacked, errConnLost, or ErrUnconfirmed when ctx ended
 // first.
 func (p *publisher) publish(ctx context.Context, msgs []outgoing) []error {
-	call := &pubCall{errs: make([]error, len(msgs)), remaining: len(msgs), done: make(chan struct{})}
-	sent := 0
+	call, sent := p.send(ctx, msgs)
+	return p.wait(ctx, call, sent, len(msgs))
+}
+
+// publishLanes is publish over several channels: each message goes on
+// lanes[m.lane], in msgs' order, so the order of the messages of one lane
+// holds. Every lane's messages are sent before any confirmation is waited
+// for, so all the channels have theirs in flight at once.
+func publishLanes(ctx context.Context, lanes []*publisher, msgs []outgoing) []error {
+	if len(lanes) == 1 {
+		return lanes[0].publish(ctx, msgs)
+	}
+	// Group msgs by lane, stably, into one array: start[l] is where lane
+	// l's part begins, at[j] the index in msgs of grouped[j].
+	start := make([]int, len(lanes)+1)
+	for i := range msgs {
+		start[msgs[i].lane+1]++
+	}
+	for l := range lanes {
+		start[l+1] += start[l]
+	}
+	grouped := make([]outgoing, len(msgs))
+	at := make([]int, len(msgs))
+	next := append([]int(nil), start[:len(lanes)]...)
+	for i := range msgs {
+		j := next[msgs[i].lane]
+		next[msgs[i].lane]++
+		grouped[j], at[j] = msgs[i], i
+	}
+	calls := make([]*pubCall, len(lanes))
+	sent := make([]int, len(lanes))
+	for l, p := range lanes {
+		if part := grouped[start[l]:start[l+1]]; len(part) > 0 {
+			calls[l], sent[l] = p.send(ctx, part)
+		}
+	}
+	errs := make([]error, len(msgs))
+	for l, p := range lanes {
+		if start[l] == start[l+1] {
+			continue
+		}
+		for j, err := range p.wait(ctx, calls[l], sent[l], start[l+1]-start[l]) {
+			errs[at[start[l]+j]] = err
+		}
+	}
+	return errs
+}
+
+// send sends msgs, pipelined, without waiting for their confirmations, and
+// returns the call to wait for and how many messages were sent; the
+// others already carry their error in call. It keeps the channel for as
+// long as the window has room, so a batch goes out in one run.
+func (p *publisher) send(ctx context.Context, msgs []outgoing) (call *pubCall, sent int) {
+	call = &pubCall{errs: make([]error, len(msgs)), remaining: len(msgs), done: make(chan struct{})}
 	fail := func(from int, err error) {
 		for i := from; i < len(msgs); i++ {
 			call.errs[i] = err
 		}
 	}
-	for i := range msgs {
+	for sent < len(msgs) {
 		select {
 		case p.window <- struct{}{}:
 		case <-ctx.Done():
-			fail(i, fmt.Errorf("%w: %w", ErrUnconfirmed, ctx.Err()))
-			return p.wait(ctx, call, sent, len(msgs))
+			fail(sent, fmt.Errorf("%w: %w", ErrUnconfirmed, ctx.Err()))
+			return call, sent
 		case <-p.done:
-			fail(i, errConnLost)
-			return p.wait(ctx, call, sent, len(msgs))
+			fail(sent, errConnLost)
+			return call, sent
 		}
-		m := &msgs[i]
-		p.pubMu.Lock()
-		tag := p.ch.GetNextPublishSeqNo()
+		if err := p.sendRun(ctx, call, msgs, &sent); err != nil {
+			fail(sent, err)
+			return call, sent
+		}
+	}
+	return call, sent
+}
+
+// sendRun sends msgs[*sent:] while the window has room, holding one token
+// already, and counts them in *sent. An error fails the messages from
+// *sent on: the connection was lost, or ctx ended.
+func (p *publisher) sendRun(ctx context.Context, call *pubCall, msgs []outgoing, sent *int) error {
+	p.pubMu.Lock()
+	defer p.pubMu.Unlock()
+	tag := p.ch.GetNextPublishSeqNo()
+	for {
+		m := &msgs[*sent]
 		p.mu.Lock()
 		if p.dead {
 			p.mu.Unlock()
-			p.pubMu.Unlock()
 			<-p.window
-			fail(i, errConnLost)
-			return p.wait(ctx, call, sent, len(msgs))
+			return errConnLost
 		}
-		p.pending[tag] = &pubEntry{call: call, idx: i, msgID: m.msg.MessageId}
-		p.byID[m.msg.MessageId] = append(p.byID[m.msg.MessageId], tag)
+		p.pushLocked(tag, pubEntry{call: call, idx: *sent, msgID: m.msg.MessageId, exchange: m.exchange, key: m.key})
 		p.mu.Unlock()
-		err := p.ch.PublishWithContext(ctx, m.exchange, m.key, p.mandatory, false, m.msg)
-		p.pubMu.Unlock()
-		if err != nil {
+		if err := p.ch.PublishWithContext(ctx, m.exchange, m.key, p.mandatory, false, m.msg); err != nil {
 			// Not sent: no confirmation will come for this tag. The channel
 			// is most likely closed; track fails the rest at its end. The
 			// rest are failed as lost (so Publish sends them again) even
@@ -248,17 +393,22 @@ func (p *publisher) publish(ctx context.Context, msgs []outgoing) []error {
 				err = errConnLost
 			}
 			p.mu.Lock()
-			if e := p.pending[tag]; e != nil {
-				p.settleLocked(tag, e, err)
-			}
+			p.popLocked(tag, err)
 			p.mu.Unlock()
-			sent++
-			fail(i+1, err)
-			return p.wait(ctx, call, sent, len(msgs))
+			*sent++ // its error is recorded (or track's is)
+			return err
 		}
-		sent++
+		*sent++
+		tag++
+		if *sent == len(msgs) {
+			return nil
+		}
+		select {
+		case p.window <- struct{}{}:
+		default:
+			return nil // wait for room without the channel
+		}
 	}
-	return p.wait(ctx, call, sent, len(msgs))
 }
 
 // wait waits for the confirmations of the first sent messages; the others
@@ -279,16 +429,27 @@ func (p *publisher) wait(ctx context.Context, call *pubCall, sent, total int) []
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		out := make([]error, len(call.errs))
-		for i, err := range call.errs {
-			out[i] = err
-		}
+		copy(out, call.errs)
 		// Entries still pending report ErrUnconfirmed; the tracker keeps
 		// them until the broker answers or the channel closes.
-		for _, e := range p.pending {
-			if e.call == call {
+		for k := range p.n {
+			if e := p.at(k); e.call == call {
 				out[e.idx] = fmt.Errorf("%w: %w", ErrUnconfirmed, ctx.Err())
 			}
 		}
 		return out
 	}
+}
+
+// laneOf hashes an aggregate ID (FNV-1a) to one of n publishing channels.
+func laneOf(aggregateID string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	h := uint32(2166136261)
+	for i := 0; i < len(aggregateID); i++ {
+		h ^= uint32(aggregateID[i])
+		h *= 16777619
+	}
+	return int(h % uint32(n))
 }

@@ -92,7 +92,8 @@ type session struct {
 	b     *Bus
 	gen   uint64
 	conn  *amqp.Connection
-	pub   *publisher
+	pub   *publisher   // the first of lanes: retries, dead letters, replays
+	lanes []*publisher // Publish's channels; an aggregate's events take one
 	topo  *amqp.Channel
 	acks  *acker // set when consuming starts (topoMu)
 	lost  chan struct{}
@@ -200,15 +201,21 @@ func (b *Bus) connect(ctx context.Context) (_ *session, err error) {
 		}
 	}()
 	b.watch(s, conn.NotifyClose(make(chan *amqp.Error, 1)))
-	pubCh, err := conn.Channel()
-	if err != nil {
-		return nil, fmt.Errorf("rabbitmq bus: open channel: %w", err)
+	window := max(b.cfg.ConfirmWindow/b.cfg.PublishChannels, 1)
+	for range b.cfg.PublishChannels {
+		pubCh, err := conn.Channel()
+		if err != nil {
+			return nil, fmt.Errorf("rabbitmq bus: open channel: %w", err)
+		}
+		b.watch(s, pubCh.NotifyClose(make(chan *amqp.Error, 1)))
+		p, err := newPublisher(pubCh, window, !b.cfg.AllowUnroutable)
+		if err != nil {
+			return nil, fmt.Errorf("rabbitmq bus: confirm mode: %w", err)
+		}
+		b.wg.Go(func() { <-p.done })
+		s.lanes = append(s.lanes, p)
 	}
-	b.watch(s, pubCh.NotifyClose(make(chan *amqp.Error, 1)))
-	if s.pub, err = newPublisher(pubCh, b.cfg.ConfirmWindow, !b.cfg.AllowUnroutable); err != nil {
-		return nil, fmt.Errorf("rabbitmq bus: confirm mode: %w", err)
-	}
-	b.wg.Go(func() { <-s.pub.done })
+	s.pub = s.lanes[0]
 	if s.topo, err = conn.Channel(); err != nil {
 		return nil, fmt.Errorf("rabbitmq bus: open channel: %w", err)
 	}
@@ -463,10 +470,11 @@ func isRefused(err error) bool {
 }
 
 // Publish sends events to the exchange with routing key
-// "{aggregate_type}.{event_type}", pipelined, and returns once the broker
-// confirmed every one. Messages whose confirmation a lost connection took
-// with it are sent again on the next connection (a consumer may then see
-// an event twice); those the broker returned as unroutable or nacked, or
+// "{aggregate_type}.{event_type}", pipelined over Config.PublishChannels
+// channels (all of one aggregate's events on the same one, in order), and
+// returns once the broker confirmed every one. Messages whose
+// confirmation a lost connection took with it are sent again on the next
+// connection (a consumer may then see an event twice); those the broker returned as unroutable or nacked, or
 // that ctx or Close cut short, are reported in a *PublishError. An invalid
 // envelope fails the whole call before anything is sent.
 func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error {
@@ -495,7 +503,7 @@ func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error
 			}
 			break
 		}
-		errs := s.pub.publish(ctx, batch)
+		errs := publishLanes(ctx, s.lanes, batch)
 		var again []int
 		for j, err := range errs {
 			switch {
@@ -535,8 +543,12 @@ func (b *Bus) prepare(env *eventsource.Envelope, out *outgoing) error {
 	if err != nil {
 		return err
 	}
+	if len(data) > b.cfg.MaxMessageSize {
+		return fmt.Errorf("%w: rabbitmq bus: event %s is %d bytes encoded, over MaxMessageSize (%d)", bus.ErrTooLarge, env.ID, len(data), b.cfg.MaxMessageSize)
+	}
+	id := env.ID.String()
 	h := amqp.Table{
-		hEventID: env.ID.String(), hEventType: env.Type, hAggType: env.AggregateType,
+		hEventID: id, hEventType: env.Type, hAggType: env.AggregateType,
 		hAggID: env.AggregateID, hVersion: env.Version,
 	}
 	if env.Metadata.TraceParent != "" {
@@ -546,11 +558,12 @@ func (b *Bus) prepare(env *eventsource.Envelope, out *outgoing) error {
 		h[hTraceState] = env.Metadata.TraceState
 	}
 	*out = outgoing{
+		lane:     laneOf(env.AggregateID, b.cfg.PublishChannels),
 		exchange: b.names.Exchange,
 		key:      env.AggregateType + "." + env.Type,
 		msg: amqp.Publishing{
 			Headers: h, ContentType: "application/json", DeliveryMode: amqp.Persistent,
-			MessageId: env.ID.String(), Timestamp: env.OccurredAt, Type: env.Type, Body: data,
+			MessageId: id, Timestamp: env.OccurredAt, Type: env.Type, Body: data,
 		},
 	}
 	return nil

@@ -87,9 +87,9 @@ func TestConformance(t *testing.T) {
 	url := amqpURL(t)
 	// Persistence is not declared: a group's queue exists from its first
 	// subscription, so a new group does not see earlier events.
-	bustest.Run(t, bustest.Features{ConsumerGroups: true, OrderingPerAggregate: true},
+	bustest.Run(t, bustest.Features{ConsumerGroups: true, OrderingPerAggregate: true, MaxEventBytes: 1 << 20},
 		func(t *testing.T, cfg bustest.Config) bus.Bus {
-			c := Config{URL: url, Registry: cfg.Registry, Exchange: cfg.Namespace, Retry: fastRetry}
+			c := Config{URL: url, Registry: cfg.Registry, Exchange: cfg.Namespace, Retry: fastRetry, MaxMessageSize: 1 << 20}
 			cleanupTopology(t, url, c, "default", "group-a", "group-b", "publisher", "late-group")
 			c.Group = cfg.Group
 			return open(t, c)
@@ -146,12 +146,13 @@ func TestConfigValidateRedactsPassword(t *testing.T) {
 	if err := def.Validate(); err != nil {
 		t.Errorf("defaults do not validate: %v", err)
 	}
-	if def.ExchangeType != "topic" || def.Prefetch != 1024 || def.Transient || def.ConfirmWindow != 4096 {
+	if def.ExchangeType != "topic" || def.Prefetch != 1024 || def.Transient || def.ConfirmWindow != 4096 || def.PublishChannels != 4 {
 		t.Errorf("defaults %+v", def)
 	}
 	for _, bad := range []Config{
 		{ExchangeType: "fanout"}, {Prefetch: 70000}, {QuorumQueues: true, Transient: true},
 		{ConfirmWindow: -1}, {ReconnectMin: time.Second, ReconnectMax: time.Millisecond}, {Group: "amq.x"},
+		{PublishChannels: -1}, {PublishChannels: 65},
 	} {
 		bad.URL, bad.Registry = "amqp://localhost", eventsource.NewRegistry()
 		if err := bad.WithDefaults().Validate(); !errors.Is(err, ErrInvalidConfig) {

@@ -39,6 +39,7 @@ type Bus struct {
 	log             *slog.Logger
 	keys            keys
 	codec           eventsource.JSONCodec
+	xaddHead        []any // what every XADD of an event starts with (xaddArgs)
 
 	client *goredis.Client // publishing, acks, claims, dead letters, admin
 	// reader runs only the blocking XREADGROUP, on a pool of one
@@ -79,6 +80,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		codec: eventsource.NewJSONCodec(cfg.Registry),
 		held:  newInFlight(),
 	}
+	b.xaddHead = xaddArgs(b.keys.events, cfg.MaxLen)
 	b.client = goredis.NewClient(opts)
 	readerOpts := *opts
 	readerOpts.PoolSize = 1
@@ -119,57 +121,6 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 
 // Config returns the bus's configuration, defaults applied.
 func (b *Bus) Config() Config { return b.cfg }
-
-// Publish appends events to the stream, several in one pipeline, and
-// returns once Redis has them. An invalid envelope fails the whole call
-// before anything is sent.
-func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error {
-	if ok, err := b.gate.EnterPublish(events); !ok {
-		return err
-	}
-	defer b.gate.Leave()
-	args := make([]goredis.XAddArgs, len(events))
-	values := make([]any, 0, 12*len(events)) // one allocation for the batch's fields
-	for i := range events {
-		env := &events[i]
-		data, err := b.codec.Marshal(*env)
-		if err != nil {
-			return err
-		}
-		n := len(values)
-		values = append(values,
-			fieldID, env.ID.String(), fieldType, env.Type, fieldAggType, env.AggregateType,
-			fieldAggID, env.AggregateID, fieldVersion, itoa(env.Version), fieldEnvelope, data)
-		args[i] = goredis.XAddArgs{Stream: b.keys.events, ID: "*", Values: values[n:len(values):len(values)]}
-		if b.cfg.MaxLen > 0 {
-			args[i].MaxLen, args[i].Approx = b.cfg.MaxLen, true
-		}
-	}
-	if len(args) == 1 {
-		if err := b.client.XAdd(ctx, &args[0]).Err(); err != nil {
-			return fmt.Errorf("redis bus: publish: %w", err)
-		}
-		b.counters.Published.Add(1)
-		return nil
-	}
-	cmds, err := b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for i := range args {
-			p.XAdd(ctx, &args[i])
-		}
-		return nil
-	})
-	var ok uint64
-	for _, c := range cmds {
-		if c.Err() == nil {
-			ok++
-		}
-	}
-	b.counters.Published.Add(ok)
-	if err != nil {
-		return fmt.Errorf("redis bus: publish: %d of %d events appended: %w", ok, len(events), err)
-	}
-	return nil
-}
 
 // transport starts the Redis side of consuming for the Front.
 type transport struct{ b *Bus }
