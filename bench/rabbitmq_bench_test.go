@@ -10,6 +10,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	wmamqp "github.com/ThreeDotsLabs/watermill-amqp/pkg/amqp"
+	wmamqp3 "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
+	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/eventsource-go/eventsource"
@@ -46,6 +48,14 @@ const rabbitPublishers = 4
 //     ceiling of confirmed publishing on this broker, with no encoding.
 //   - ConsumeOnly: b.N events already queued (untimed); the timer runs
 //     from subscribing to the last acknowledgement.
+//   - */watermill-amqp-confirmed: watermill-amqp v3.0.2 with
+//     ConfirmDelivery (each message waits for its publisher confirm) on a
+//     pool of rabbitPublishers channels: watermill with the promise ours
+//     makes, publisher confirms on both sides.
+//   - PublishOnly/amqp091-confirms-headers: the raw case with the
+//     properties and headers our bus puts on each message (the envelope
+//     still pre-encoded): what our wire format costs on top of the raw
+//     client, separate from what our code does.
 //
 // Set EVENTSOURCE_AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/) to
 // run it.
@@ -53,10 +63,13 @@ func BenchmarkRabbitMQ(b *testing.B) {
 	url := testenv.URL(b, "EVENTSOURCE_AMQP_URL", "start RabbitMQ and set EVENTSOURCE_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ to run the RabbitMQ benchmarks")
 	b.Run("EndToEnd/ours", func(b *testing.B) { benchRabbitOursEndToEnd(b, url) })
 	b.Run("EndToEnd/watermill-amqp", func(b *testing.B) { benchRabbitWatermillEndToEnd(b, url, false) })
+	b.Run("EndToEnd/watermill-amqp-confirmed", func(b *testing.B) { benchRabbitWatermill3EndToEnd(b, url) })
 	b.Run("PublishOnly/ours", func(b *testing.B) { benchRabbitOursPublish(b, url) })
 	b.Run("PublishOnly/watermill-amqp", func(b *testing.B) { benchRabbitWatermillPublish(b, url, false) })
 	b.Run("PublishOnly/watermill-amqp-tx", func(b *testing.B) { benchRabbitWatermillPublish(b, url, true) })
-	b.Run("PublishOnly/amqp091-confirms", func(b *testing.B) { benchRabbitRawConfirms(b, url) })
+	b.Run("PublishOnly/watermill-amqp-confirmed", func(b *testing.B) { benchRabbitWatermill3Publish(b, url) })
+	b.Run("PublishOnly/amqp091-confirms", func(b *testing.B) { benchRabbitRawConfirms(b, url, false) })
+	b.Run("PublishOnly/amqp091-confirms-headers", func(b *testing.B) { benchRabbitRawConfirms(b, url, true) })
 	b.Run("ConsumeOnly/ours", func(b *testing.B) { benchRabbitOursConsume(b, url) })
 	b.Run("ConsumeOnly/watermill-amqp", func(b *testing.B) { benchRabbitWatermillEndToEnd(b, url, true) })
 }
@@ -240,7 +253,57 @@ func waitQueueReady(b *testing.B, url, queue string, n int) {
 	}
 }
 
-func benchRabbitRawConfirms(b *testing.B, url string) {
+// ---- watermill-amqp v3, publisher confirms ----------------------------
+
+// watermill3Config is watermillAMQPConfig on watermill-amqp v3, with
+// ConfirmDelivery on a pool of one channel per publishing goroutine.
+func watermill3Config(url string) wmamqp3.Config {
+	cfg := wmamqp3.NewDurablePubSubConfig(url, wmamqp3.GenerateQueueNameTopicNameWithSuffix("sink"))
+	cfg.Consume.Qos.PrefetchCount = 1024
+	cfg.Publish.ConfirmDelivery = true
+	cfg.Publish.ChannelPoolSize = rabbitPublishers
+	return cfg
+}
+
+// watermill3PubSub opens a confirmed publisher and a subscriber whose
+// queue exists (bound to topic), closed when b ends.
+func watermill3PubSub(b *testing.B, url, topic string) (message.Publisher, message.Subscriber) {
+	s, err := wmamqp3.NewSubscriber(watermill3Config(url), watermill.NopLogger{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	if err := s.SubscribeInitialize(topic); err != nil {
+		b.Fatal(err)
+	}
+	p, err := wmamqp3.NewPublisher(watermill3Config(url), watermill.NopLogger{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Close() })
+	return p, s
+}
+
+func benchRabbitWatermill3Publish(b *testing.B, url string) {
+	topic, queues, _ := rabbitNames(b, url)
+	*queues = append(*queues, wmamqp3.GenerateQueueNameTopicNameWithSuffix("sink")(topic))
+	p, _ := watermill3PubSub(b, url, topic)
+	benchWatermillPublish(b, rabbitLoad, wmPeer{pub: p, topic: topic})
+}
+
+func benchRabbitWatermill3EndToEnd(b *testing.B, url string) {
+	topic, queues, _ := rabbitNames(b, url)
+	*queues = append(*queues, wmamqp3.GenerateQueueNameTopicNameWithSuffix("sink")(topic))
+	p, s := watermill3PubSub(b, url, topic)
+	benchWatermillDeliver(b, rabbitLoad, wmPeer{name: "watermill-amqp-confirmed", pub: p, sub: s, topic: topic}, false, nil)
+}
+
+// ---- raw amqp091-go -------------------------------------------------------
+
+// benchRabbitRawConfirms publishes one pre-encoded envelope with raw
+// amqp091-go and publisher confirms; withHeaders adds the properties and
+// headers our bus sets (bus/rabbitmq's prepare).
+func benchRabbitRawConfirms(b *testing.B, url string, withHeaders bool) {
 	exchange, queues, raw := rabbitNames(b, url)
 	if err := raw.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 		b.Fatal(err)
@@ -257,6 +320,13 @@ func benchRabbitRawConfirms(b *testing.B, url string) {
 		b.Fatal(err)
 	}
 	msg := amqp.Publishing{ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: env.ID.String(), Body: data}
+	if withHeaders {
+		msg.Timestamp, msg.Type = env.OccurredAt, env.Type
+		msg.Headers = amqp.Table{
+			"es-event-id": env.ID.String(), "es-event-type": env.Type, "es-aggregate-type": env.AggregateType,
+			"es-aggregate-id": env.AggregateID, "es-aggregate-version": env.Version,
+		}
+	}
 	timed(b, func() {
 		rabbitLoad.rawBatches(b, b.N, func(int) func(k int) error {
 			ch, err := conn.Channel()

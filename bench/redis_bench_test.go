@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,6 +42,11 @@ const redisPublishers = 4
 //   - PublishOnly/go-redis-pipelined-xadd: raw go-redis XADD of our field
 //     layout with pre-encoded envelopes, 100 per pipeline: the ceiling a
 //     publisher on this Redis can reach.
+//   - PublishOnly/go-redis-pipelined-xadd-encode: the same, each event
+//     encoded with eventsource.JSONCodec as it is sent (the events ours
+//     publishes: one per aggregate and version): what a user of the raw
+//     client pays to put our envelopes on the stream, so that ours ÷ this
+//     is what the bus adds, and this ÷ the pre-encoded case the encoding.
 //
 // Every publishing case runs redisPublishers goroutines at once.
 //
@@ -52,6 +58,7 @@ func BenchmarkRedisStreams(b *testing.B) {
 	b.Run("PublishOnly/ours", func(b *testing.B) { benchRedisOursPublish(b, url) })
 	b.Run("PublishOnly/watermill-redisstream", func(b *testing.B) { benchRedisWatermillPublish(b, url) })
 	b.Run("PublishOnly/go-redis-pipelined-xadd", func(b *testing.B) { benchRedisRawXAdd(b, url) })
+	b.Run("PublishOnly/go-redis-pipelined-xadd-encode", func(b *testing.B) { benchRedisRawXAddEncode(b, url) })
 	b.Run("ConsumeOnly/ours", func(b *testing.B) { benchRedisOursConsume(b, url) })
 	b.Run("ConsumeOnly/watermill-redisstream", func(b *testing.B) { benchRedisWatermillEndToEnd(b, url, true) })
 }
@@ -142,6 +149,40 @@ func benchRedisRawXAdd(b *testing.B, url string) {
 					}
 					return nil
 				})
+				return err
+			}
+		})
+	})
+}
+
+func benchRedisRawXAddEncode(b *testing.B, url string) {
+	prefix, raw := redisPrefix(b, url)
+	stream := "{" + prefix + "}:events"
+	codec := eventsource.NewJSONCodec(nil)
+	ids := aggregateIDs(redisLoad.aggregates)
+	base := orderEnvelope(ids[0])
+	timed(b, func() {
+		redisLoad.rawBatches(b, b.N, func(g int) func(k int) error {
+			next := g * redisLoad.batch // the index of the goroutine's next event
+			return func(k int) error {
+				_, err := raw.Pipelined(benchCtx, func(p goredis.Pipeliner) error {
+					for i := next; i < next+k; i++ {
+						env := base
+						env.AggregateID = ids[i%redisLoad.aggregates]
+						env.Version = int64(i/redisLoad.aggregates + 1)
+						env.Position = int64(i + 1)
+						data, err := codec.Marshal(env)
+						if err != nil {
+							return err
+						}
+						p.XAdd(benchCtx, &goredis.XAddArgs{Stream: stream, ID: "*", Values: []any{
+							"id", env.ID.String(), "type", env.Type, "agg_type", env.AggregateType,
+							"agg_id", env.AggregateID, "version", strconv.FormatInt(env.Version, 10), "envelope", data,
+						}})
+					}
+					return nil
+				})
+				next += redisLoad.publishers * redisLoad.batch
 				return err
 			}
 		})

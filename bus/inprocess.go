@@ -290,9 +290,14 @@ func (b *InProcess) handlerFailed(ctx context.Context, c *typeCounters, s *subsc
 	b.report(ctx, s, env, err)
 }
 
+// busName is the in-process bus's "bus" key in its log lines; the broker
+// buses log theirs ("redis", "rabbitmq", "kafka").
+const busName = "inprocess"
+
 // report logs a handler failure and hands it to the error hook.
 func (b *InProcess) report(ctx context.Context, s *subscription, env *eventsource.Envelope, err error) {
 	b.logger.LogAttrs(ctx, slog.LevelError, "event handler failed",
+		slog.String("bus", busName),
 		slog.String("handler", s.name),
 		slog.String("event_type", env.Type),
 		slog.String("event_id", env.ID.String()),
@@ -368,6 +373,7 @@ func (b *InProcess) startBackground() {
 					b.lateDropped.Add(1)
 				} else if err := b.dispatch(b.baseCtx, b.routeFor(env.Type), &env); err != nil {
 					b.logger.LogAttrs(b.baseCtx, slog.LevelWarn, "background dispatch incomplete",
+						slog.String("bus", busName), slog.String("event_type", env.Type),
 						slog.String("event_id", env.ID.String()), slog.Any("error", err))
 				}
 				b.bgTasks.Add(-1)
@@ -416,7 +422,7 @@ func (b *InProcess) subscribe(eventTypes []string, h Handler, opts []SubscribeOp
 		fallback = strings.Join(eventTypes, ",")
 	}
 	cfg := ApplySubscribeOptions(fallback+"#"+strconv.FormatUint(b.nextSeq, 10), opts)
-	s := &subscription{bus: b, eventTypes: eventTypes, handler: Chain(h, b.middleware, cfg.Middleware), name: cfg.Name}
+	s := &subscription{bus: b, eventTypes: eventTypes, handler: ChainFor(SubscriptionInfo{Name: cfg.Name, EventTypes: eventTypes}, h, b.middleware, cfg.Middleware), name: cfg.Name}
 	if cfg.Async != nil {
 		if cfg.Async.Buffer < 1 {
 			return nil, fmt.Errorf("%w: async buffer must be at least 1, got %d", ErrInvalidSubscription, cfg.Async.Buffer)

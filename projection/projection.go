@@ -284,7 +284,7 @@ func (r *Runner) haltOn(err error, cancel context.CancelCauseFunc) {
 		r.halted = h
 		r.mu.Unlock()
 		r.logger().ErrorContext(context.Background(), "projection halted", "projection", h.Projection,
-			"position", h.Position, "type", h.Type, "attempts", h.Attempts, "error", h.Err)
+			"position", h.Position, "event_type", h.Type, "event_id", h.EventID.String(), "attempts", h.Attempts, "error", h.Err)
 		cancel(h)
 	}
 }
@@ -424,12 +424,12 @@ func (r *Runner) failed(ctx context.Context, env eventsource.Envelope, err error
 		r.attempts = 0
 		r.mu.Unlock()
 		r.logger().WarnContext(ctx, "projection parked an event", "projection", r.follower.Name,
-			"position", env.Position, "type", env.Type, "attempts", n, "error", err)
+			"position", env.Position, "event_type", env.Type, "event_id", env.ID.String(), "attempt", n, "error", err)
 		return false, nil
 	}
 	d := r.backoff(n)
 	r.logger().WarnContext(ctx, "projection failed, retrying", "projection", r.follower.Name,
-		"position", env.Position, "attempt", n, "retry_in", d, "error", err)
+		"position", env.Position, "event_type", env.Type, "event_id", env.ID.String(), "attempt", n, "retry_in", d, "error", err)
 	if !sleep.For(ctx, d) {
 		return false, fmt.Errorf("stopped while retrying position %d: %w", env.Position, context.Cause(ctx))
 	}

@@ -95,7 +95,7 @@ func NewRelay(name string, store eventstore.Store, checkpoints eventstore.Checkp
 		r.lanes = DefaultRelayLanes
 		// In-process handlers run on the publisher's goroutine: parallel
 		// lanes would run a user's handlers concurrently.
-		if _, ok := b.(*bus.InProcess); ok {
+		if _, ok := bus.Unwrap(b).(*bus.InProcess); ok {
 			r.lanes = 1
 		}
 	}

@@ -62,16 +62,18 @@ type Repository[A aggregate.Root] struct {
 	snapshotEvery int64
 	logger        *slog.Logger
 	outbox        *Relay
+	instr         Instrumentation
 }
 
 // Option configures a Repository.
 type Option func(*options)
 
 type options struct {
-	snapshots     eventstore.SnapshotStore
-	snapshotEvery int64
-	logger        *slog.Logger
-	outbox        *Relay
+	snapshots       eventstore.SnapshotStore
+	snapshotEvery   int64
+	logger          *slog.Logger
+	outbox          *Relay
+	instrumentation Instrumentation
 }
 
 // WithOutbox selects outbox mode: Save appends, then nudges r, which is the
@@ -109,6 +111,7 @@ func New[A aggregate.Root](store eventstore.Store, b bus.Bus, newAggregate func(
 		snapshotEvery: o.snapshotEvery,
 		logger:        o.logger,
 		outbox:        o.outbox,
+		instr:         o.instrumentation,
 	}
 }
 
@@ -180,7 +183,7 @@ func (r *Repository[A]) restoreSnapshot(ctx context.Context, streamID, id string
 // that names another aggregate (SetID changed after raising) with one
 // matching eventsource.ErrInvalidEvent. Nothing is stored or published then,
 // and a keeps its pending events.
-func (r *Repository[A]) Save(ctx context.Context, a A) error {
+func (r *Repository[A]) Save(ctx context.Context, a A) (err error) {
 	pending := a.Pending()
 	if len(pending) == 0 {
 		return nil
@@ -199,8 +202,13 @@ func (r *Repository[A]) Save(ctx context.Context, a A) error {
 		}
 	}
 	streamID := eventsource.StreamID(r.aggregateType, a.ID())
+	if r.instr != nil {
+		var end func(error)
+		ctx, end = r.instr.StartSave(ctx, r.aggregateType, streamID, pending)
+		defer func() { end(err) }()
+	}
 	before := a.CommittedVersion()
-	stored, err := r.store.Append(ctx, streamID, before, pending)
+	stored, err := r.append(ctx, streamID, before, pending)
 	if err != nil {
 		return fmt.Errorf("repository: save %s: %w", streamID, err)
 	}

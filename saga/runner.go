@@ -41,6 +41,8 @@ type config struct {
 	logger      *slog.Logger
 	poll, hold  time.Duration
 	maxAttempts int
+	middleware  []bus.Middleware // around Follow's events (instrument.go)
+	deadlines   DeadlineObserver // around fired deadlines (instrument.go)
 }
 
 // Option configures a Runner.
@@ -91,7 +93,7 @@ func Subscribe[S any](b bus.Bus, r *Runner[S], opts ...bus.SubscribeOption) (bus
 // Follow feeds the runner from the store through f (its Name is the
 // checkpoint's) until ctx ends; see eventstore.Follower.Follow.
 func (r *Runner[S]) Follow(ctx context.Context, f *eventstore.Follower, interval time.Duration) error {
-	return f.Follow(ctx, interval, r.Handle)
+	return f.Follow(ctx, interval, r.followHandler().Handle)
 }
 
 // Handle delivers one event: a bus.Handler and a Follower's function. An
@@ -347,7 +349,7 @@ func (r *Runner[S]) FireDue(ctx context.Context) (int, error) {
 		}
 		var errs []error
 		for _, d := range due {
-			ok, err := r.fire(ctx, d)
+			ok, err := r.observedFire(ctx, d)
 			if err != nil {
 				errs = append(errs, err)
 			} else if ok {

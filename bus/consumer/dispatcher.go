@@ -94,7 +94,12 @@ type Config struct {
 	MaxInFlight int
 	// AckBatch bounds how many messages one Ack call settles (default 1024).
 	AckBatch int
-	Logger   *slog.Logger // default slog.Default()
+	// Logger receives the dispatcher's lines (handler failures, dead
+	// letters, settling retries), which carry the handler, event type,
+	// event ID and attempt. It should carry the bus's own keys, bus and
+	// group, as every transport's does (Logger.With): the dispatcher does
+	// not add them again. Default slog.Default().
+	Logger *slog.Logger
 	// Counters, if set, are the transport's counters; Stats adds them.
 	Counters *Counters
 	// Middleware wraps every handler, outside each subscription's own
@@ -409,7 +414,7 @@ func (w *worker) process(it *item) (parked bool) {
 				anyPermanent, permanentErr = true, err
 			}
 			d.log.LogAttrs(d.ctx, slog.LevelWarn, "event handler failed",
-				slog.String("group", d.cfg.Group), slog.String("handler", s.name),
+				slog.String("handler", s.name),
 				slog.String("event_type", it.env.Type), slog.String("event_id", it.env.ID.String()),
 				slog.String("aggregate_id", it.env.AggregateID), slog.Int("attempt", it.attempts),
 				slog.Any("error", err))
@@ -585,14 +590,15 @@ func (d *Dispatcher) deadLetter(it *item, reason Reason, cause error) {
 		// Too large with its body, most likely: keep the record, its
 		// origin and reason, and drop the bytes rather than retry forever.
 		d.log.LogAttrs(d.ctx, slog.LevelWarn, "the broker refused the dead letter; storing it without the original bytes",
-			slog.String("group", d.cfg.Group), slog.String("message_id", it.msg.ID),
+			slog.String("event_type", rec.EventType), slog.String("event_id", rec.EventID), slog.String("message_id", it.msg.ID),
 			slog.Int("bytes", len(rec.Body)), slog.Any("error", refused))
 		rec.Size, rec.Body, rec.BodyDropped = len(rec.Body), nil, true
 		rec.Error = fmt.Sprintf("%s (the original bytes were dropped: %v)", rec.Error, refused)
 		ok, refused = d.settleOrRelease(it, "dead-lettering", store)
 		if refused != nil {
 			d.log.LogAttrs(d.ctx, slog.LevelError, "the broker refused the dead letter without its bytes too; leaving the message for redelivery",
-				slog.String("group", d.cfg.Group), slog.String("message_id", it.msg.ID), slog.Any("error", refused))
+				slog.String("event_type", rec.EventType), slog.String("event_id", rec.EventID), slog.String("message_id", it.msg.ID),
+				slog.Any("error", refused))
 			d.release([]*item{it})
 			return
 		}
@@ -602,10 +608,10 @@ func (d *Dispatcher) deadLetter(it *item, reason Reason, cause error) {
 	}
 	d.deadLettered.Add(1)
 	d.log.LogAttrs(d.ctx, slog.LevelError, "event dead-lettered",
-		slog.String("group", d.cfg.Group), slog.String("reason", string(reason)),
+		slog.String("reason", string(reason)), slog.String("handler", strings.Join(rec.Handlers, ",")),
 		slog.String("event_type", rec.EventType), slog.String("event_id", rec.EventID),
 		slog.String("aggregate_id", rec.AggregateID), slog.String("message_id", it.msg.ID),
-		slog.Int("attempts", rec.Attempts), slog.String("error", rec.Error))
+		slog.Int("attempt", rec.Attempts), slog.String("error", rec.Error))
 	d.settled(1)
 }
 
@@ -647,7 +653,7 @@ func (d *Dispatcher) settleOrRelease(it *item, what string, settle func() error)
 			return false, nil
 		}
 		d.log.LogAttrs(d.ctx, slog.LevelWarn, what+" failed; will try again",
-			slog.String("group", d.cfg.Group), slog.String("message_id", it.msg.ID), slog.Any("error", err))
+			slog.String("event_type", it.msg.Type), slog.String("message_id", it.msg.ID), slog.Any("error", err))
 		if !sleep.For(d.ctx, wait) {
 			d.release([]*item{it})
 			return false, nil
@@ -691,7 +697,7 @@ func (d *Dispatcher) flushAcks(batch []Message) {
 		}
 		if d.ctx.Err() == nil {
 			d.log.LogAttrs(d.ctx, slog.LevelWarn, "acknowledging failed; will try again",
-				slog.String("group", d.cfg.Group), slog.Int("messages", len(batch)), slog.Any("error", err))
+				slog.Int("messages", len(batch)), slog.Any("error", err))
 		}
 		if !sleep.For(d.ctx, wait) {
 			// Close gave up: the broker redelivers what was not acknowledged.

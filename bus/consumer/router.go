@@ -99,7 +99,7 @@ func (d *Dispatcher) subscribe(types []string, h bus.Handler, opts []bus.Subscri
 		return nil, fmt.Errorf("%w: a handler named %q is subscribed already; a name identifies one handler in retries and dead letters, so give each its own with bus.WithName",
 			bus.ErrInvalidSubscription, cfg.Name)
 	}
-	s := &subscription{d: d, name: cfg.Name, types: types, handler: bus.Chain(h, d.cfg.Middleware, cfg.Middleware)}
+	s := &subscription{d: d, name: cfg.Name, types: types, handler: bus.ChainFor(bus.SubscriptionInfo{Name: cfg.Name, EventTypes: types}, h, d.cfg.Middleware, cfg.Middleware)}
 	d.subs = append(d.subs, s)
 	d.rebuildLocked()
 	return s, nil
