@@ -28,21 +28,28 @@ func Example() {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 
+	// readme-otel {
 	tel, err := otel.New(otel.WithTracerProvider(tp), otel.WithMeterProvider(mp))
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	bt := tel.Bus(otel.SystemInProcess, "")
+	bt := tel.Bus(otel.SystemInProcess, "") // on a broker: otel.SystemRedis and the group
+	// The middleware measures and traces every handler run (a broker bus
+	// takes it in Config.Middleware); Wrap traces every publish and reports
+	// the bus's Stats and broker lag.
 	b := bt.Wrap(bus.NewInProcess(bus.WithHandlerMiddleware(bt.Middleware())))
 	defer b.Close(ctx)
+	// readme-otel }
 	_, _ = bus.On(b, func(ctx context.Context, e Good, env eventsource.Envelope) error {
 		// ctx carries the consumer span: what the handler saves or
 		// publishes joins the trace.
 		return nil
 	}, bus.WithName("audit"))
+	// readme-otel {
 	repo := repository.New(eventstore.NewMemory(), b, newAccount,
 		repository.WithInstrumentation(tel.Repository()))
+	// readme-otel }
 
 	ctx, span := tp.Tracer("app").Start(ctx, "open account")
 	a := newAccount()
