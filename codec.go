@@ -44,6 +44,15 @@ func (c JSONCodec) Marshal(env Envelope) ([]byte, error) {
 	w := encodeBuffers.Get().(*encodeBuffer)
 	defer w.release()
 	w.b = appendEnvelopeHead(w.b[:0], &env, typ, SchemaVersionOf(env.Event))
+	if raw, ok := env.Event.(RawEvent); ok {
+		// Stored bytes, already encoded: written as they are.
+		data, err := MarshalEvent(raw)
+		if err != nil {
+			return nil, err
+		}
+		w.b = append(append(w.b, data...), '}')
+		return bytes.Clone(w.b), nil
+	}
 	if err := w.enc.Encode(env.Event); err != nil {
 		return nil, fmt.Errorf("%w: encode %s: %v", ErrInvalidEvent, env.Event.EventType(), err)
 	}
@@ -128,10 +137,18 @@ func (c JSONCodec) Unmarshal(b []byte) (Envelope, error) {
 	return env, nil
 }
 
-// MarshalEvent encodes a payload on its own, as stores keep it.
+// MarshalEvent encodes a payload on its own, as stores keep it. A
+// RawEvent's payload is returned as it is, not encoded again (nor
+// checked, beyond being there): it is what a store or MarshalEvent wrote.
 func MarshalEvent(e Event) ([]byte, error) {
 	if e == nil {
 		return nil, fmt.Errorf("%w: nil event", ErrInvalidEvent)
+	}
+	if raw, ok := e.(RawEvent); ok {
+		if len(raw.JSON) == 0 {
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidEvent, raw.Name, errEmptyRaw)
+		}
+		return raw.JSON, nil
 	}
 	data, err := json.Marshal(e)
 	if err != nil {

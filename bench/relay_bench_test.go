@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,13 +11,10 @@ import (
 	"testing"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
-
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/aggregate"
 	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/eventstore"
-	"github.com/eventsource-go/eventsource/eventstore/sqlite"
 	"github.com/eventsource-go/eventsource/internal/testenv"
 	"github.com/eventsource-go/eventsource/repository"
 )
@@ -80,26 +75,33 @@ var relayBaseline sync.Map // broker name → float64
 //     BenchmarkRedisStreams (and the others) measure it, in this run.
 //   - <broker>/<store>: the relay from SQLite or PostgreSQL to that bus;
 //     pct-of-publish is its events/s as a percentage of PublishOnly's.
-//   - ReadOnly/<store>: an eventstore.Follower reading the same events in
-//     batches of the same size and saving its checkpoint after each, with
-//     nothing done per batch: the most a relay from that store can reach,
-//     in this run.
+//   - ReadOnly/<store>: an eventstore.Follower reading the same events
+//     raw, as the relay on a broker bus does (Follower.Raw), in batches of
+//     the same size and saving its checkpoint after each, with nothing
+//     done per batch: the most a relay from that store can reach, in
+//     this run. ReadOnlyDecoded/<store> reads them decoded, as a
+//     projection does.
 //
 // Run it with a fixed count, e.g. -benchtime 50000x (filling the store is
 // untimed but not free). Needs every broker and PostgreSQL.
 func BenchmarkRelay(b *testing.B) {
-	for _, st := range relayStores {
-		b.Run("ReadOnly/"+st.name, func(b *testing.B) {
-			store := st.open(b)
-			fillStore(b, store, b.N)
-			f := eventstore.Follower{Name: "bench", Store: store, Checkpoints: store}
-			timed(b, func() {
-				n, err := f.CatchUpBatches(benchCtx, func(context.Context, []eventsource.Envelope) error { return nil })
-				if err != nil || n != b.N {
-					b.Fatalf("read %d of %d: %v", n, b.N, err)
-				}
+	for _, read := range []struct {
+		name string
+		raw  bool
+	}{{"ReadOnly", true}, {"ReadOnlyDecoded", false}} {
+		for _, st := range relayStores {
+			b.Run(read.name+"/"+st.name, func(b *testing.B) {
+				store := st.open(b)
+				fillStore(b, store, b.N)
+				f := eventstore.Follower{Name: "bench", Store: store, Checkpoints: store, Raw: read.raw}
+				timed(b, func() {
+					n, err := f.CatchUpBatches(benchCtx, func(context.Context, []eventsource.Envelope) error { return nil })
+					if err != nil || n != b.N {
+						b.Fatalf("read %d of %d: %v", n, b.N, err)
+					}
+				})
 			})
-		})
+		}
 	}
 	for _, br := range relayBrokers(b) {
 		b.Run(br.name+"/PublishOnly", func(b *testing.B) {
@@ -249,129 +251,5 @@ func waitCount(b *testing.B, count *atomic.Int64, n int64) {
 			b.Fatalf("handled %d of %d", count.Load(), n)
 		}
 		time.Sleep(100 * time.Microsecond) // polling interval, bounded by the deadline
-	}
-}
-
-// BenchmarkRelayPassthrough is a prototype, not an API: what a relay from
-// SQLite to Redis would reach if it passed the stored payload through
-// instead of decoding it into the Go type and encoding it again. It reads
-// the events table's rows as they are (SQL of its own on the store's
-// file), writes each envelope's JSON around the stored payload, appends
-// them to a fresh stream with pipelined XADDs (the bus's field layout, one
-// pipeline per batch of eventstore.DefaultBatchSize, the next batch read
-// while one is sent) and saves the checkpoint per batch, as the relay
-// does. Compare with BenchmarkRelay/redis/sqlite and ReadOnly/sqlite of
-// the same run. It needs a store API that reads rows without decoding
-// (and a bus API that publishes encoded envelopes); neither exists.
-func BenchmarkRelayPassthrough(b *testing.B) {
-	url := testenv.URL(b, "EVENTSOURCE_REDIS_URL", "set EVENTSOURCE_REDIS_URL=redis://127.0.0.1:6379/0 to run the relay benchmarks")
-	b.Run("redis/sqlite", func(b *testing.B) {
-		path := filepath.Join(b.TempDir(), "events.db")
-		store, err := sqlite.Open(benchCtx, path, sqlite.WithRegistry(durableRegistry()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = store.Close() })
-		fillStore(b, store, b.N)
-		db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = db.Close() })
-		prefix, raw := redisPrefix(b, url)
-		stream := "{" + prefix + "}:events" // the bus's events stream
-		timed(b, func() {
-			batches := make(chan []passRow, 1)
-			errc := make(chan error, 1)
-			go func() { errc <- readPassRows(db, batches) }()
-			done := 0
-			for batch := range batches {
-				if _, err := raw.Pipelined(benchCtx, func(p goredis.Pipeliner) error {
-					for i := range batch {
-						r := &batch[i]
-						p.XAdd(benchCtx, &goredis.XAddArgs{Stream: stream, ID: "*", Values: []any{
-							"id", r.id, "type", r.typ, "agg_type", r.aggType, "agg_id", r.aggID,
-							"version", r.version, "envelope", r.envelope,
-						}})
-					}
-					return nil
-				}); err != nil {
-					b.Fatal(err)
-				}
-				if err := store.SaveCheckpoint(benchCtx, "bench", batch[len(batch)-1].position); err != nil {
-					b.Fatal(err)
-				}
-				done += len(batch)
-			}
-			if err := <-errc; err != nil || done != b.N {
-				b.Fatalf("relayed %d of %d: %v", done, b.N, err)
-			}
-		})
-	})
-}
-
-// passRow is one stored event with its envelope's JSON written around the
-// stored payload.
-type passRow struct {
-	position, version       int64
-	id, typ, aggType, aggID string
-	envelope                []byte
-}
-
-// readPassRows reads every row of the events table in pages of
-// eventstore.DefaultBatchSize and sends each page, then closes out.
-func readPassRows(db *sql.DB, out chan<- []passRow) error {
-	defer close(out)
-	var after int64
-	for {
-		rows, err := db.QueryContext(benchCtx, `SELECT position, event_id, type, aggregate_type, aggregate_id, version,
-			occurred_at, metadata, data FROM events WHERE position > ? ORDER BY position LIMIT ?`, after, eventstore.DefaultBatchSize)
-		if err != nil {
-			return err
-		}
-		page := make([]passRow, 0, eventstore.DefaultBatchSize)
-		for rows.Next() {
-			var r passRow
-			var occurred, data string
-			var md sql.NullString
-			if err := rows.Scan(&r.position, &r.id, &r.typ, &r.aggType, &r.aggID, &r.version, &occurred, &md, &data); err != nil {
-				_ = rows.Close()
-				return err
-			}
-			// The wire format's fields in its order; every string here is
-			// plain ASCII, so no escaping is needed for the prototype.
-			e := make([]byte, 0, 200+len(data)+len(md.String))
-			e = append(e, `{"id":"`...)
-			e = append(e, r.id...)
-			e = append(e, `","type":"`...)
-			e = append(e, r.typ...)
-			e = append(e, `","aggregate_type":"`...)
-			e = append(e, r.aggType...)
-			e = append(e, `","aggregate_id":"`...)
-			e = append(e, r.aggID...)
-			e = append(e, `","version":`...)
-			e = strconv.AppendInt(e, r.version, 10)
-			e = append(e, `,"position":`...)
-			e = strconv.AppendInt(e, r.position, 10)
-			e = append(e, `,"occurred_at":"`...)
-			e = append(e, occurred...)
-			e = append(e, '"')
-			if md.Valid {
-				e = append(e, `,"metadata":`...)
-				e = append(e, md.String...)
-			}
-			e = append(e, `,"data":`...)
-			e = append(e, data...)
-			r.envelope = append(e, '}')
-			page = append(page, r)
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if len(page) == 0 {
-			return nil
-		}
-		after = page[len(page)-1].position
-		out <- page
 	}
 }

@@ -68,6 +68,18 @@ type BackgroundPublisher interface {
 	PublishAsync(ctx context.Context, events ...eventsource.Envelope) error
 }
 
+// RawPublisher is implemented by a bus that encodes what it publishes, as
+// every broker bus does: given an envelope whose Event is an
+// eventsource.RawEvent, it writes the stored payload as it is, and its
+// consumers decode it as any event. The outbox relay reads stored events
+// undecoded for such a bus only; any other bus (the in-process one, whose
+// handlers get the published values, or a decorator without Unwrap) is
+// given decoded events.
+type RawPublisher interface {
+	Bus
+	PublishesRaw()
+}
+
 // MultiTypeSubscriber is implemented by buses that can register one handler
 // for several event types as a single subscription, so that the handler sees
 // events of all those types in one order (asynchronous delivery would

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -74,6 +75,12 @@ type Follower struct {
 	LeaseTTL time.Duration
 	// Owner identifies this follower to the lease (default DefaultOwner()).
 	Owner string
+	// Raw, when Store implements RawReader, reads with ReadAllRaw: fn then
+	// gets every Event as an eventsource.RawEvent, its payload not
+	// decoded. It is for followers that only forward what was stored (the
+	// outbox relay on a bus that encodes); with other stores it has no
+	// effect.
+	Raw bool
 
 	mu     sync.Mutex
 	status FollowerStatus
@@ -272,7 +279,7 @@ func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventso
 		saved = last
 		return nil
 	}
-	for env, rerr := range f.Store.ReadAll(ctx, from+1) {
+	for env, rerr := range f.read(ctx, from+1) {
 		if rerr != nil {
 			err = fmt.Errorf("eventstore: follower %q: read after %d: %w", f.Name, last, rerr)
 			break
@@ -310,6 +317,15 @@ func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventso
 	}
 	f.finish(ctx, err)
 	return done, unsaved, err
+}
+
+// read reads the global order from position from, raw when asked and
+// possible.
+func (f *Follower) read(ctx context.Context, from int64) iter.Seq2[eventsource.Envelope, error] {
+	if r, ok := f.Store.(RawReader); ok && f.Raw {
+		return r.ReadAllRaw(ctx, from)
+	}
+	return f.Store.ReadAll(ctx, from)
 }
 
 // save records position p. It runs without ctx's cancellation: what fn
@@ -428,7 +444,7 @@ func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, 
 			}
 		}
 		batch := make([]eventsource.Envelope, 0, size)
-		for env, rerr := range f.Store.ReadAll(rctx, from+1) {
+		for env, rerr := range f.read(rctx, from+1) {
 			if rerr != nil {
 				send(readBatch{envs: batch, err: rerr})
 				return

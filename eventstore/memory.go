@@ -58,8 +58,9 @@ type record struct {
 }
 
 var (
-	_ Store    = (*Memory)(nil)
-	_ Notifier = (*Memory)(nil)
+	_ Store     = (*Memory)(nil)
+	_ Notifier  = (*Memory)(nil)
+	_ RawReader = (*Memory)(nil)
 )
 
 // NewMemory returns an empty in-memory store.
@@ -201,6 +202,27 @@ func (m *Memory) ReadAll(ctx context.Context, fromPosition int64) iter.Seq2[even
 				return
 			}
 			if !yield(at(chunks, p), nil) {
+				return
+			}
+		}
+	}
+}
+
+// ReadAllRaw implements RawReader. The memory store keeps Go values, so
+// it encodes each payload here: it saves a forwarder nothing, but
+// behaves as the durable stores do.
+func (m *Memory) ReadAllRaw(ctx context.Context, fromPosition int64) iter.Seq2[eventsource.Envelope, error] {
+	return func(yield func(eventsource.Envelope, error) bool) {
+		for env, err := range m.ReadAll(ctx, fromPosition) {
+			if err == nil {
+				var data []byte
+				if data, err = eventsource.MarshalEvent(env.Event); err == nil {
+					env.Event = eventsource.RawEvent{Name: env.Type, Schema: eventsource.SchemaVersionOf(env.Event), JSON: data}
+				} else {
+					err = fmt.Errorf("eventstore: event at position %d: %w", env.Position, err)
+				}
+			}
+			if !yield(env, err) || err != nil {
 				return
 			}
 		}

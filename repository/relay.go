@@ -83,6 +83,12 @@ func WithRelayLanes(n int) RelayOption {
 
 // NewRelay returns a relay named name (the checkpoint's name) that publishes
 // from store to b.
+//
+// When b is a bus.RawPublisher (every broker bus, also behind a decorator
+// with Unwrap) and store an eventstore.RawReader, the relay publishes the
+// stored payloads without decoding them: b is given eventsource.RawEvents,
+// which it writes as the original events, and its consumers decode as
+// usual. Any other bus is given decoded events.
 func NewRelay(name string, store eventstore.Store, checkpoints eventstore.CheckpointStore, b bus.Bus, opts ...RelayOption) *Relay {
 	r := &Relay{
 		follower: eventstore.Follower{Name: name, Store: store, Checkpoints: checkpoints},
@@ -91,14 +97,21 @@ func NewRelay(name string, store eventstore.Store, checkpoints eventstore.Checkp
 	for _, opt := range opts {
 		opt(r)
 	}
+	_, inProcess := bus.Unwrap(b).(*bus.InProcess)
 	if r.lanes <= 0 {
 		r.lanes = DefaultRelayLanes
 		// In-process handlers run on the publisher's goroutine: parallel
 		// lanes would run a user's handlers concurrently.
-		if _, ok := bus.Unwrap(b).(*bus.InProcess); ok {
+		if inProcess {
 			r.lanes = 1
 		}
 	}
+	// A bus that encodes what it publishes is given the stored payloads
+	// as they are (eventsource.RawEvent): decoding them only for the bus
+	// to encode them again was most of the relay's work. Its consumers
+	// decode them, as any event. In-process handlers get the very values
+	// published, so they need them decoded.
+	_, r.follower.Raw = bus.Unwrap(b).(bus.RawPublisher)
 	return r
 }
 

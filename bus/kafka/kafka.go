@@ -472,3 +472,9 @@ func (b *Bus) close(ctx context.Context) error {
 	b.transport.CloseIdleConnections()
 	return err
 }
+
+var _ bus.RawPublisher = (*Bus)(nil)
+
+// PublishesRaw marks the bus as one that encodes what it publishes, so
+// the outbox relay hands it stored payloads undecoded (bus.RawPublisher).
+func (*Bus) PublishesRaw() {}

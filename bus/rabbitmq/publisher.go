@@ -453,3 +453,9 @@ func laneOf(aggregateID string, n int) int {
 	}
 	return int(h % uint32(n))
 }
+
+var _ bus.RawPublisher = (*Bus)(nil)
+
+// PublishesRaw marks the bus as one that encodes what it publishes, so
+// the outbox relay hands it stored payloads undecoded (bus.RawPublisher).
+func (*Bus) PublishesRaw() {}

@@ -9,6 +9,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/bus"
 )
 
 // Publish appends events to the stream, several in one pipeline, and
@@ -105,3 +106,9 @@ type bytesArg []byte
 
 // MarshalBinary makes go-redis write the bytes as a bulk string.
 func (a *bytesArg) MarshalBinary() ([]byte, error) { return *a, nil }
+
+var _ bus.RawPublisher = (*Bus)(nil)
+
+// PublishesRaw marks the bus as one that encodes what it publishes, so
+// the outbox relay hands it stored payloads undecoded (bus.RawPublisher).
+func (*Bus) PublishesRaw() {}

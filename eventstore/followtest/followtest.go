@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) (eventstore.Store, eventstore.Che
 		{"StopWhileIdle", testStopWhileIdle},
 		{"WakesOnAppend", testWakesOnAppend},
 		{"SaveInterval", testSaveInterval},
+		{"Raw", testRaw},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -245,6 +245,7 @@ var (
 	_ eventstore.Store           = (*Store)(nil)
 	_ eventstore.CheckpointStore = (*Store)(nil)
 	_ eventstore.SnapshotStore   = (*Store)(nil)
+	_ eventstore.RawReader       = (*Store)(nil)
 )
 
 // New returns a store on pool that decodes payloads with registry. It does
@@ -414,13 +415,25 @@ func (s *Store) Load(ctx context.Context, streamID string, fromVersion int64) it
 
 // ReadAll implements eventstore.Store.
 func (s *Store) ReadAll(ctx context.Context, fromPosition int64) iter.Seq2[eventsource.Envelope, error] {
-	return s.reader(func(bound int64, after *stored) (string, []any) {
+	return s.reader(s.readAllQuery(fromPosition)).Seq(ctx)
+}
+
+// ReadAllRaw implements eventstore.RawReader: ReadAll without decoding
+// the payloads.
+func (s *Store) ReadAllRaw(ctx context.Context, fromPosition int64) iter.Seq2[eventsource.Envelope, error] {
+	r := s.reader(s.readAllQuery(fromPosition))
+	r.Decode = decodeRaw
+	return r.Seq(ctx)
+}
+
+func (s *Store) readAllQuery(fromPosition int64) func(bound int64, after *stored) (string, []any) {
+	return func(bound int64, after *stored) (string, []any) {
 		from := max(fromPosition, 1)
 		if after != nil {
 			from = after.env.Position + 1
 		}
 		return readSQL, []any{from, bound, s.pageSize}
-	}).Seq(ctx)
+	}
 }
 
 // stored is an event's row as read: the envelope without its Event, and
@@ -525,6 +538,33 @@ func readError(ctx context.Context, err error) error {
 }
 
 func (s *Store) decode(r *stored) (eventsource.Envelope, error) {
+	env, err := decodeHead(r)
+	if err != nil {
+		return env, err
+	}
+	// Upcasts an older payload, and reads a former type name as the
+	// current one.
+	env.Event, env.Type, err = s.registry.DecodeVersion(env.Type, int(r.schemaVersion), r.data)
+	if err != nil {
+		return env, fmt.Errorf("postgres: event at position %d: %w", env.Position, err)
+	}
+	return env, nil
+}
+
+// decodeRaw turns r into an envelope whose Event is the stored payload,
+// as an eventsource.RawEvent. (pgx gave r.data a slice of its own.)
+func decodeRaw(r *stored) (eventsource.Envelope, error) {
+	env, err := decodeHead(r)
+	if err != nil {
+		return env, err
+	}
+	env.Event = eventsource.RawEvent{Name: env.Type, Schema: int(r.schemaVersion), JSON: r.data}
+	return env, nil
+}
+
+// decodeHead returns r's envelope without its Event, with its metadata
+// decoded.
+func decodeHead(r *stored) (eventsource.Envelope, error) {
 	env := r.env
 	if len(r.metadata) > 0 {
 		var md eventsource.Metadata // apart from env, which would escape with it
@@ -533,13 +573,6 @@ func (s *Store) decode(r *stored) (eventsource.Envelope, error) {
 				&eventsource.DecodeError{Type: env.Type, Kind: eventsource.ErrMalformed, Cause: fmt.Errorf("metadata: %w", err)})
 		}
 		env.Metadata = md
-	}
-	var err error
-	// Upcasts an older payload, and reads a former type name as the
-	// current one.
-	env.Event, env.Type, err = s.registry.DecodeVersion(env.Type, int(r.schemaVersion), r.data)
-	if err != nil {
-		return env, fmt.Errorf("postgres: event at position %d: %w", env.Position, err)
 	}
 	return env, nil
 }

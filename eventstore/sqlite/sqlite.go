@@ -208,6 +208,7 @@ var (
 	_ eventstore.Store           = (*Store)(nil)
 	_ eventstore.CheckpointStore = (*Store)(nil)
 	_ eventstore.SnapshotStore   = (*Store)(nil)
+	_ eventstore.RawReader       = (*Store)(nil)
 )
 
 // Open opens or creates the store in the file at path, creating the schema
@@ -461,13 +462,32 @@ func (s *Store) Load(ctx context.Context, streamID string, fromVersion int64) it
 
 // ReadAll implements eventstore.Store.
 func (s *Store) ReadAll(ctx context.Context, fromPosition int64) iter.Seq2[eventsource.Envelope, error] {
-	return s.reader(func(ctx context.Context, bound int64, after *stored) (*sql.Rows, error) {
+	return s.reader(s.readAllQuery(fromPosition)).Seq(ctx)
+}
+
+// ReadAllRaw implements eventstore.RawReader: ReadAll without decoding
+// the payloads.
+func (s *Store) ReadAllRaw(ctx context.Context, fromPosition int64) iter.Seq2[eventsource.Envelope, error] {
+	r := s.reader(s.readAllQuery(fromPosition))
+	var buf []byte
+	r.Decode = func(r *stored) (eventsource.Envelope, error) {
+		env, err := decodeRaw(r, &buf)
+		if err != nil {
+			return env, fmt.Errorf("sqlite: event at position %d: %w", r.position, err)
+		}
+		return env, nil
+	}
+	return r.Seq(ctx)
+}
+
+func (s *Store) readAllQuery(fromPosition int64) func(ctx context.Context, bound int64, after *stored) (*sql.Rows, error) {
+	return func(ctx context.Context, bound int64, after *stored) (*sql.Rows, error) {
 		from := max(fromPosition, 1)
 		if after != nil {
 			from = after.position + 1
 		}
 		return s.readAll.QueryContext(ctx, from, bound, s.pageSize)
-	}).Seq(ctx)
+	}
 }
 
 // stored is an event's row as read, before its payload is decoded. The
@@ -546,6 +566,31 @@ func readError(ctx context.Context, err error) error {
 // decode turns r into an envelope, decoding its payload from a copy in
 // *buf (decoders do not keep the bytes they are given).
 func (s *Store) decode(r *stored, buf *[]byte) (eventsource.Envelope, error) {
+	env, err := decodeHead(r, buf)
+	if err != nil {
+		return env, err
+	}
+	// Upcasts an older payload, and reads a former type name as the
+	// current one.
+	*buf = append((*buf)[:0], r.data...)
+	env.Event, env.Type, err = s.registry.DecodeVersion(env.Type, r.schemaVersion, *buf)
+	return env, err
+}
+
+// decodeRaw turns r into an envelope whose Event is the stored payload,
+// as an eventsource.RawEvent.
+func decodeRaw(r *stored, buf *[]byte) (eventsource.Envelope, error) {
+	env, err := decodeHead(r, buf)
+	if err != nil {
+		return env, err
+	}
+	env.Event = eventsource.RawEvent{Name: r.typ, Schema: r.schemaVersion, JSON: []byte(r.data)}
+	return env, nil
+}
+
+// decodeHead turns r into an envelope without its Event, decoding its
+// metadata from a copy in *buf.
+func decodeHead(r *stored, buf *[]byte) (eventsource.Envelope, error) {
 	env := eventsource.Envelope{Position: r.position, Version: r.version, Type: r.typ,
 		AggregateType: r.aggType, AggregateID: r.aggID}
 	var err error
@@ -563,11 +608,7 @@ func (s *Store) decode(r *stored, buf *[]byte) (eventsource.Envelope, error) {
 		}
 		env.Metadata = md
 	}
-	// Upcasts an older payload, and reads a former type name as the
-	// current one.
-	*buf = append((*buf)[:0], r.data...)
-	env.Event, env.Type, err = s.registry.DecodeVersion(env.Type, r.schemaVersion, *buf)
-	return env, err
+	return env, nil
 }
 
 func malformed(typ, field string, err error) error {

@@ -85,6 +85,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		{"ConcurrentRetry", testConcurrentRetry},
 		{"ReadAllWhileAppending", testReadAllWhileAppending},
 		{"SchemaVersionRoundTrip", func(t *testing.T, s eventstore.Store) { testSchemaVersionRoundTrip(t, s) }},
+		{"ReadAllRaw", testReadAllRaw},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

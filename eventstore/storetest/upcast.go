@@ -141,6 +141,7 @@ func RunUpcasting(t *testing.T, opts UpcastOptions) {
 		{"NoChain", true, testNoChain},
 		{"UpcasterFails", true, testUpcasterFails},
 		{"SnapshotThenOldTail", true, testSnapshotThenOldTail},
+		{"OldRowsReadRaw", true, testOldRowsReadRaw},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
