@@ -92,3 +92,25 @@ func ExampleSubscribeProjection() {
 	fmt.Println(emails, b.Stats().Subscribers["UserLeft"])
 	// Output: [grace@example.com] 1
 }
+
+// ExampleSubscriptionOf builds a bus-wide middleware that knows which
+// subscription each handler chain is for: the label is made once per
+// subscription, when its chain is built, not once per event.
+func ExampleSubscriptionOf() {
+	counting := func(next bus.Handler) bus.Handler {
+		info, _ := bus.SubscriptionOf(next)
+		label := fmt.Sprintf("%s %v", info.Name, info.EventTypes)
+		return bus.HandlerFunc(func(ctx context.Context, env eventsource.Envelope) error {
+			fmt.Println(label, "handles", env.Type)
+			return next.Handle(ctx, env)
+		})
+	}
+	b := bus.NewInProcess(bus.WithHandlerMiddleware(counting))
+	defer b.Close(context.Background())
+	_, _ = bus.On(b, func(context.Context, UserSignedUp, eventsource.Envelope) error { return nil }, bus.WithName("welcome-mail"))
+	_, _ = b.SubscribeAll(bus.HandlerFunc(func(context.Context, eventsource.Envelope) error { return nil }), bus.WithName("audit"))
+	_ = publish(b, UserSignedUp{Email: "ada@example.com"})
+	// Output:
+	// welcome-mail [UserSignedUp] handles UserSignedUp
+	// audit [] handles UserSignedUp
+}
