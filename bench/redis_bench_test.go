@@ -77,9 +77,8 @@ func redisPrefix(b *testing.B, url string) (prefix string, raw *goredis.Client) 
 	prefix = fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), redisBenchSeq.Add(1))
 	b.Cleanup(func() {
 		ctx := context.Background()
-		iter := raw.Scan(ctx, 0, redisbus.KeyPattern(prefix), 100).Iterator()
-		for iter.Next(ctx) {
-			raw.Del(ctx, iter.Val())
+		if _, err := redisbus.DeleteKeys(ctx, raw, prefix); err != nil {
+			b.Errorf("deleting keys of %s: %v", prefix, err)
 		}
 		raw.Del(ctx, prefix) // watermill's stream
 		_ = raw.Close()

@@ -37,9 +37,8 @@ func newRedisEnv(t *testing.T, url string) *redisEnv {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		iter := e.raw.Scan(ctx, 0, redisbus.KeyPattern(e.prefix), 100).Iterator()
-		for iter.Next(ctx) {
-			e.raw.Del(ctx, iter.Val())
+		if _, err := redisbus.DeleteKeys(ctx, e.raw, e.prefix); err != nil {
+			t.Errorf("deleting keys of %s: %v", e.prefix, err)
 		}
 		_ = e.raw.Close()
 	})

@@ -91,27 +91,22 @@ func RedisBus(t testing.TB, cfg redisbus.Config, opts ...Option) *redisbus.Bus {
 		if err := b.Close(ctx); err != nil {
 			t.Errorf("testkit: closing the Redis bus: %v", err)
 		}
-		if err := deleteRedisKeys(ctx, cfg.URL, redisbus.KeyPattern(cfg.StreamPrefix)); err != nil {
+		if err := deleteRedisKeys(ctx, cfg.URL, cfg.StreamPrefix); err != nil {
 			t.Errorf("testkit: deleting the Redis bus's keys: %v", err)
 		}
 	})
 	return b
 }
 
-func deleteRedisKeys(ctx context.Context, url, pattern string) error {
+func deleteRedisKeys(ctx context.Context, url, prefix string) error {
 	opts, err := goredis.ParseURL(url)
 	if err != nil {
 		return err
 	}
 	c := goredis.NewClient(opts)
 	defer c.Close()
-	iter := c.Scan(ctx, 0, pattern, 100).Iterator()
-	for iter.Next(ctx) {
-		if err := c.Del(ctx, iter.Val()).Err(); err != nil {
-			return err
-		}
-	}
-	return iter.Err()
+	_, err = redisbus.DeleteKeys(ctx, c, prefix)
+	return err
 }
 
 // RabbitMQBus returns a RabbitMQ bus for the test (see RabbitMQ), opened

@@ -42,11 +42,7 @@ func cleanupKeys(t testing.TB, url, prefix string) {
 		defer c.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		iter := c.Scan(ctx, 0, KeyPattern(prefix), 100).Iterator()
-		for iter.Next(ctx) {
-			c.Del(ctx, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
+		if _, err := DeleteKeys(ctx, c, prefix); err != nil {
 			t.Errorf("deleting keys of %s: %v", prefix, err)
 		}
 	})

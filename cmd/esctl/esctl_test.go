@@ -166,9 +166,8 @@ func redisFixture(t *testing.T) *fixture {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		it := raw.Scan(ctx, 0, redisbus.KeyPattern(prefix), 100).Iterator()
-		for it.Next(ctx) {
-			raw.Del(ctx, it.Val())
+		if _, err := redisbus.DeleteKeys(ctx, raw, prefix); err != nil {
+			t.Errorf("deleting keys of %s: %v", prefix, err)
 		}
 		_ = raw.Close()
 	})

@@ -65,7 +65,7 @@ func openBus(ctx context.Context, cfg config, registry *eventsource.Registry, lo
 		if err != nil {
 			return nil, nil, err
 		}
-		return b, func() { deleteRedisKeys(cfg.redisURL, redisbus.KeyPattern(run)) }, nil
+		return b, func() { deleteRedisKeys(cfg.redisURL, run) }, nil
 	case "rabbitmq":
 		c := rabbitmq.Config{URL: cfg.amqpURL, Registry: registry, Exchange: run, Group: "orders", Logger: logger}
 		b, err := rabbitmq.New(ctx, c)
@@ -147,7 +147,7 @@ func deleteRabbitTopology(url string, names rabbitmq.Names) {
 
 // deleteRedisKeys removes the run's streams; the example is a demo and
 // should leave nothing behind.
-func deleteRedisKeys(url, pattern string) {
+func deleteRedisKeys(url, prefix string) {
 	opts, err := goredis.ParseURL(url)
 	if err != nil {
 		return
@@ -156,8 +156,5 @@ func deleteRedisKeys(url, pattern string) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	keys, err := c.Keys(ctx, pattern).Result()
-	if err == nil && len(keys) > 0 {
-		c.Del(ctx, keys...)
-	}
+	_, _ = redisbus.DeleteKeys(ctx, c, prefix) // best effort: the run's streams, at exit
 }
