@@ -648,26 +648,12 @@ func (s *suite) testConcurrentPublishers(t *testing.T) {
 	s.start(t, b)
 	const publishers, each = 16, 100
 	want := make([][]eventsource.Envelope, publishers)
-	var wg sync.WaitGroup
-	errs := make(chan error, publishers)
 	for p := range publishers {
 		for i := range each {
 			want[p] = append(want[p], NewEnvelope(fmt.Sprintf("pub-%d", p), int64(i+1), Ping{N: i}))
 		}
-		wg.Go(func() {
-			for _, env := range want[p] {
-				if err := b.Publish(s.ctx(t), env); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("Publish: %v", err)
-	}
+	s.publishConcurrently(t, b, want, 1)
 	rec.WaitFor(t, publishers*each, s.features.Timeout)
 	s.drain(t, b)
 	assertSameSet(t, "concurrent publishers", rec.Got(), slices.Concat(want...))

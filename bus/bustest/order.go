@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/bus"
 )
 
 // testOrderWithinBatches publishes large batches, each carrying many
@@ -34,23 +35,7 @@ func (s *suite) testOrderWithinBatches(t *testing.T) {
 			}
 		}
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, publishers)
-	for p := range publishers {
-		wg.Go(func() {
-			for chunk := range slices.Chunk(want[p], batch) {
-				if err := b.Publish(s.ctx(t), chunk...); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("Publish: %v", err)
-	}
+	s.publishConcurrently(t, b, want, batch)
 	all := slices.Concat(want...)
 	rec.WaitFor(t, len(all), s.features.Timeout)
 	s.drain(t, b)
@@ -69,5 +54,28 @@ func assertVersionsInOrder(t *testing.T, got []eventsource.Envelope) {
 			t.Fatalf("aggregate %s: version %d arrived after %d", e.AggregateID, e.Version, last[e.AggregateID])
 		}
 		last[e.AggregateID] = e.Version
+	}
+}
+
+// publishConcurrently publishes each of parts from a goroutine of its own,
+// batch events per Publish call, and fails t with the first error.
+func (s *suite) publishConcurrently(t *testing.T, b bus.Bus, parts [][]eventsource.Envelope, batch int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(parts))
+	for _, part := range parts {
+		wg.Go(func() {
+			for chunk := range slices.Chunk(part, batch) {
+				if err := b.Publish(s.ctx(t), chunk...); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Publish: %v", err)
 	}
 }
