@@ -119,7 +119,7 @@ func (c JSONCodec) Unmarshal(b []byte) (Envelope, error) {
 		}
 	}
 	if w.metadata != nil {
-		if err := json.Unmarshal(w.metadata, &env.Metadata); err != nil {
+		if err := readMetadata(w.metadata, &env.Metadata); err != nil {
 			return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: fmt.Errorf(`field "metadata": %w`, err)}
 		}
 	}

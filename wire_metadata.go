@@ -1,0 +1,132 @@
+package eventsource
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// readMetadata decodes the envelope's "metadata" object as json.Unmarshal
+// into a Metadata would (keys matched without regard to case, null for
+// absent, unknown keys skipped, the last of a repeated key kept), without
+// its reflection: every consumed event that carries a correlation ID or a
+// trace context goes through it.
+func readMetadata(b []byte, md *Metadata) error {
+	r := wireReader{b: b}
+	r.ws()
+	if r.literalNull() {
+		return r.end()
+	}
+	return r.object(func(key []byte) error {
+		var err error
+		switch {
+		case matchKey(key, "correlation_id"):
+			err = r.nullableStrInto(&md.CorrelationID)
+		case matchKey(key, "causation_id"):
+			err = r.nullableStrInto(&md.CausationID)
+		case matchKey(key, "tenant_id"):
+			err = r.nullableStrInto(&md.TenantID)
+		case matchKey(key, "traceparent"):
+			err = r.nullableStrInto(&md.TraceParent)
+		case matchKey(key, "tracestate"):
+			err = r.nullableStrInto(&md.TraceState)
+		case matchKey(key, "extra"):
+			err = r.stringMap(&md.Extra)
+		default:
+			err = r.skipValue(key)
+		}
+		return err
+	})
+}
+
+// object reads a JSON object, calling field with the reader at each
+// key's value, then checks that nothing follows it.
+func (r *wireReader) object(field func(key []byte) error) error {
+	if err := r.members(field); err != nil {
+		return err
+	}
+	return r.end()
+}
+
+// members reads a JSON object's members, calling field with the reader
+// at each key's value.
+func (r *wireReader) members(field func(key []byte) error) error {
+	r.ws()
+	if !r.consume('{') {
+		return fmt.Errorf("%w: not a JSON object", errSyntax)
+	}
+	r.ws()
+	if r.consume('}') {
+		return nil
+	}
+	for {
+		r.ws()
+		key, err := r.strBytes()
+		if err != nil {
+			return err
+		}
+		r.ws()
+		if !r.consume(':') {
+			return fmt.Errorf("%w: expected ':' after key %q", errSyntax, key)
+		}
+		r.ws()
+		if err := field(key); err != nil {
+			return err
+		}
+		r.ws()
+		if r.consume(',') {
+			continue
+		}
+		if r.consume('}') {
+			return nil
+		}
+		return fmt.Errorf("%w: expected ',' or '}' at offset %d", errSyntax, r.i)
+	}
+}
+
+// nullableStrInto sets *dst to a JSON string, and leaves it for null.
+func (r *wireReader) nullableStrInto(dst *string) error {
+	if r.literalNull() {
+		return nil
+	}
+	s, err := r.str()
+	if err != nil {
+		return err
+	}
+	*dst = s
+	return nil
+}
+
+// stringMap reads a JSON object of strings into *m (made when needed), or
+// null, which sets *m to nil.
+func (r *wireReader) stringMap(m *map[string]string) error {
+	if r.literalNull() {
+		*m = nil
+		return nil
+	}
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	return r.members(func(key []byte) error {
+		k := string(key)
+		if r.literalNull() {
+			(*m)[k] = ""
+			return nil
+		}
+		v, err := r.str()
+		if err != nil {
+			return fmt.Errorf("extra %q: %w", k, err)
+		}
+		(*m)[k] = v
+		return nil
+	})
+}
+
+// skipValue reads a value of a key it does not know, checking that it is
+// valid JSON.
+func (r *wireReader) skipValue(key []byte) error {
+	v, err := r.raw()
+	if err == nil && !json.Valid(v) {
+		err = fmt.Errorf("%w: field %q", errSyntax, key)
+	}
+	return err
+}
