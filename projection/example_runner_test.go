@@ -19,16 +19,17 @@ import (
 func ExampleRunner_Run() {
 	store := eventstore.NewMemory()
 	r := &revenue{}
-	applied := make(chan struct{}, 10)
-	runner := projection.NewRunner("revenue", notify{r, applied}, store, eventstore.NewMemoryCheckpoints())
+	runner := projection.NewRunner("revenue", r, store, eventstore.NewMemoryCheckpoints())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runner.Run(ctx, time.Minute) }() // the poll is only a fallback
 
 	sell(ctx, store, "hamlet", 4000, 2500)
-	<-applied
-	<-applied
+	// Status moves once the projection has applied an event.
+	for deadline := time.Now().Add(10 * time.Second); runner.Status().Position < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond) // polling, bounded by the deadline
+	}
 	st := runner.Status()
 	fmt.Println("revenue", r.cents, "position", st.Position, "lag", st.Lag())
 
@@ -37,18 +38,6 @@ func ExampleRunner_Run() {
 	// Output:
 	// revenue 6500 position 2 lag 0
 	// stopped: <nil>
-}
-
-// notify tells a channel after each event its projection applied.
-type notify struct {
-	*revenue
-	applied chan struct{}
-}
-
-func (n notify) Handle(ctx context.Context, env eventsource.Envelope) error {
-	err := n.revenue.Handle(ctx, env)
-	n.applied <- struct{}{}
-	return err
 }
 
 // salesTable keeps revenue per show in a SQL table.
