@@ -130,3 +130,12 @@ func (r *wireReader) skipValue(key []byte) error {
 	}
 	return err
 }
+
+// MarshalJSON writes m as its struct tags say (empty fields omitted,
+// Extra's keys sorted), byte for byte what encoding/json's reflection
+// writes, without it: stores, sagas and codecs encode metadata per event.
+func (m Metadata) MarshalJSON() ([]byte, error) { return appendMetadata(nil, &m), nil }
+
+// UnmarshalJSON decodes what json.Unmarshal would decode into m by
+// reflection (see readMetadata), without it.
+func (m *Metadata) UnmarshalJSON(b []byte) error { return readMetadata(b, m) }

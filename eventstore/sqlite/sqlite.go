@@ -603,7 +603,7 @@ func decodeHead(r *stored, buf *[]byte) (eventsource.Envelope, error) {
 	if r.metadata.String != "" {
 		var md eventsource.Metadata // apart from env, which would escape with it
 		*buf = append((*buf)[:0], r.metadata.String...)
-		if err := json.Unmarshal(*buf, &md); err != nil {
+		if err := md.UnmarshalJSON(*buf); err != nil { // it checks the syntax itself
 			return env, malformed(env.Type, "metadata", err)
 		}
 		env.Metadata = md
