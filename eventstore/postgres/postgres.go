@@ -567,8 +567,9 @@ func decodeRaw(r *stored) (eventsource.Envelope, error) {
 func decodeHead(r *stored) (eventsource.Envelope, error) {
 	env := r.env
 	if len(r.metadata) > 0 {
-		var md eventsource.Metadata                          // apart from env, which would escape with it
-		if err := md.UnmarshalJSON(r.metadata); err != nil { // it checks the syntax itself
+		var md eventsource.Metadata // apart from env, which would escape with it
+		// UnmarshalJSON checks the syntax itself: no json.Unmarshal pass.
+		if err := md.UnmarshalJSON(r.metadata); err != nil {
 			return env, fmt.Errorf("postgres: event at position %d: %w", env.Position,
 				&eventsource.DecodeError{Type: env.Type, Kind: eventsource.ErrMalformed, Cause: fmt.Errorf("metadata: %w", err)})
 		}

@@ -603,7 +603,8 @@ func decodeHead(r *stored, buf *[]byte) (eventsource.Envelope, error) {
 	if r.metadata.String != "" {
 		var md eventsource.Metadata // apart from env, which would escape with it
 		*buf = append((*buf)[:0], r.metadata.String...)
-		if err := md.UnmarshalJSON(*buf); err != nil { // it checks the syntax itself
+		// UnmarshalJSON checks the syntax itself: no json.Unmarshal pass.
+		if err := md.UnmarshalJSON(*buf); err != nil {
 			return env, malformed(env.Type, "metadata", err)
 		}
 		env.Metadata = md
