@@ -97,7 +97,8 @@ func NewRelay(name string, store eventstore.Store, checkpoints eventstore.Checkp
 	for _, opt := range opts {
 		opt(r)
 	}
-	_, inProcess := bus.Unwrap(b).(*bus.InProcess)
+	inner := bus.Unwrap(b)
+	_, inProcess := inner.(*bus.InProcess)
 	if r.lanes <= 0 {
 		r.lanes = DefaultRelayLanes
 		// In-process handlers run on the publisher's goroutine: parallel
@@ -111,7 +112,7 @@ func NewRelay(name string, store eventstore.Store, checkpoints eventstore.Checkp
 	// to encode them again was most of the relay's work. Its consumers
 	// decode them, as any event. In-process handlers get the very values
 	// published, so they need them decoded.
-	_, r.follower.Raw = bus.Unwrap(b).(bus.RawPublisher)
+	_, r.follower.Raw = inner.(bus.RawPublisher)
 	return r
 }
 

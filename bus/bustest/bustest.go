@@ -572,13 +572,7 @@ func (s *suite) testOrderPerAggregate(t *testing.T) {
 	s.drain(t, b)
 	got := rec.Got()
 	assertSameSet(t, "ordering", got, all)
-	last := map[string]int64{}
-	for _, e := range got {
-		if e.Version != last[e.AggregateID]+1 {
-			t.Fatalf("aggregate %s: version %d arrived after %d", e.AggregateID, e.Version, last[e.AggregateID])
-		}
-		last[e.AggregateID] = e.Version
-	}
+	assertVersionsInOrder(t, got)
 }
 
 type testProjection struct {
