@@ -158,6 +158,26 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// waitForProgress polls position until it reaches target, failing the
+// test only when it stops moving for stall: a slow machine (the race
+// detector on two loaded cores) may take long, but a stuck one fails.
+func waitForProgress(t *testing.T, stall time.Duration, what string, position func() int64, target int64) {
+	t.Helper()
+	last, moved := position(), time.Now()
+	for last < target {
+		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the stall deadline
+		if p := position(); p != last {
+			last, moved = p, time.Now()
+			continue
+		}
+		if time.Since(moved) > stall {
+			buf := make([]byte, 1<<20)
+			t.Logf("goroutines at the stall:\n%s", buf[:runtime.Stack(buf, true)])
+			t.Fatalf("%s: stuck at %d of %d for %v", what, last, target, stall)
+		}
+	}
+}
+
 // uniquePrefix names a test's streams.
 func uniquePrefix(t *testing.T) string {
 	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())

@@ -31,6 +31,11 @@ func init() {
 	helpers["projection-sql"] = projectionSQLHelper
 }
 
+// projLeaseTTL is the failover test's lease: short, for a quick takeover,
+// yet long enough that a holder starved of CPU by the race detector on a
+// loaded CI machine rarely misses a renewal.
+const projLeaseTTL = 2 * time.Second
+
 // projBatch is the crash tests' transaction size: small, so that kills
 // land between and inside many transactions.
 const projBatch = 50
@@ -178,7 +183,7 @@ func projectionSQLHelper() int {
 	opts := []projection.Option{projection.WithCheckpoint(projBatch, 0), projection.WithLogger(slog.New(slog.DiscardHandler)),
 		projection.WithBackoff(5*time.Millisecond, 50*time.Millisecond)}
 	if os.Getenv("HELPER_LEASE") == "1" {
-		opts = append(opts, projection.WithLease(store.Lease(), relayLeaseTTL, owner))
+		opts = append(opts, projection.WithLease(store.Lease(), projLeaseTTL, owner))
 	}
 	r, err := projection.NewSQLRunner(ctx, "totals", pingModel{owner: owner}, store, db, opts...)
 	if err != nil {
@@ -311,7 +316,7 @@ func TestProjectionSQLKill9MidCatchUp(t *testing.T) {
 
 func testProjectionSQLKill9MidCatchUp(t *testing.T, b projBackend) {
 	e := newProjEnv(t, b)
-	appendPingStreams(t, e.store, 400, 50) // 20,000 events
+	appendPingStreams(t, e.store, 100, 50) // 5,000 events: every kill lands mid-catch-up
 	const kills = 10
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	killedAt := []int64{}
@@ -327,20 +332,21 @@ func testProjectionSQLKill9MidCatchUp(t *testing.T, b projBackend) {
 	// Then more events, and a run to the end.
 	appendPingStreams(t, e.store, 20, 50)
 	kill := e.helper(t, "HELPER_OWNER=final")
-	waitFor(t, 60*time.Second, "the projection to reach the head", func() bool { return e.checkpoint(t) == 21_000 })
+	waitForProgress(t, 30*time.Second, "the projection catching up", func() int64 { return e.checkpoint(t) }, 6_000)
 	kill()
 	n := e.wantModelMatchesStore(t)
 	t.Logf("killed at checkpoints %v; %d events, model matches", killedAt, n)
-	if killedAt[len(killedAt)-1] >= 20_000 {
+	if killedAt[len(killedAt)-1] >= 5_000 {
 		t.Log("the last kill came after the catch-up ended; earlier ones were mid-catch-up")
 	}
 }
 
 // Two processes run the same leased projection; the holder is killed with
 // SIGKILL while events keep coming. The other takes over within the
-// lease's TTL (plus a margin for this loaded machine); the positions were
-// applied by one owner, then the other, never interleaved; the model
-// matches the store.
+// lease's TTL (plus a margin for this loaded machine) and applies every
+// later event; the model matches the store, so no event was applied by
+// both. A holder starved past its TTL before the kill may lose the lease
+// to the other and win it back: that is failover working, and is logged.
 func TestProjectionLeaseFailoverKill9(t *testing.T) {
 	e := newProjEnv(t, projSQLite)
 	kills := map[string]func(){
@@ -349,37 +355,48 @@ func TestProjectionLeaseFailoverKill9(t *testing.T) {
 	}
 	appendPingStreams(t, e.store, 20, 50)
 	waitFor(t, 30*time.Second, "a holder to apply the first events", func() bool { return e.checkpoint(t) == 1000 })
-	var first string
-	if err := e.db.QueryRowContext(t.Context(), `SELECT owner FROM applied WHERE position = 1`).Scan(&first); err != nil {
-		t.Fatal(err)
+	owner := func(pos int) string {
+		var o string
+		if err := e.db.QueryRowContext(t.Context(), `SELECT owner FROM applied WHERE position = $1`, pos).Scan(&o); err != nil {
+			t.Fatal(err)
+		}
+		return o
 	}
-	kills[first]()
+	holder := owner(1000) // the holder now, which need not be the first one
+	kills[holder]()
 	killed := time.Now()
 	appendPingStreams(t, e.store, 20, 50)
 	waitFor(t, 30*time.Second, "the other instance to take over", func() bool { return e.checkpoint(t) == 2000 })
 	took := time.Since(killed)
-	t.Logf("killed %s; the other took over and caught up in %v (lease TTL %v)", first, took, relayLeaseTTL)
-	if limit := relayLeaseTTL + 5*time.Second; took > limit {
+	t.Logf("killed %s; the other took over and caught up in %v (lease TTL %v)", holder, took, projLeaseTTL)
+	if limit := projLeaseTTL + 5*time.Second; took > limit {
 		t.Errorf("takeover took %v, want within the TTL plus margin (%v)", took, limit)
 	}
-	rows, err := e.db.QueryContext(t.Context(), `SELECT owner FROM applied ORDER BY position`)
+	rows, err := e.db.QueryContext(t.Context(), `SELECT position, owner FROM applied ORDER BY position`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
 	switches, prev := 0, ""
 	for rows.Next() {
+		var pos int
 		var o string
-		if err := rows.Scan(&o); err != nil {
+		if err := rows.Scan(&pos, &o); err != nil {
 			t.Fatal(err)
+		}
+		if pos > 1000 && o == holder {
+			t.Fatalf("position %d applied by %s, which was killed before it was appended", pos, o)
 		}
 		if prev != "" && o != prev {
 			switches++
 		}
 		prev = o
 	}
-	if switches != 1 || prev == first {
-		t.Errorf("owners switched %d times, last %q; want one switch from %s to the other", switches, prev, first)
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if switches > 1 {
+		t.Logf("the lease changed hands %d times before the kill: a holder starved past its TTL", switches-1)
 	}
 	e.wantModelMatchesStore(t)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/bus/bustest"
 	"github.com/eventsource-go/eventsource/bus/consumer"
+	"github.com/eventsource-go/eventsource/internal/testenv"
 )
 
 // The scenarios every broker bus runs the same way live here; each
@@ -223,14 +224,18 @@ func publishRetrying(t *testing.T, b bus.Bus, evs []eventsource.Envelope, batch 
 func helperCmd(name string, env ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), helperEnv+"="+name), env...)
-	cmd.Stderr = os.Stderr
 	return cmd
 }
 
 // startHelper starts cmd and returns what kills it with SIGKILL; if the
-// test ends first, cleanup kills it.
+// test ends first, cleanup kills it. A failed test logs what the helper
+// wrote to stderr: its own error is often the reason.
 func startHelper(t *testing.T, cmd *exec.Cmd) (kill func()) {
 	t.Helper()
+	stderr := &testenv.Buffer{}
+	if cmd.Stderr == nil {
+		cmd.Stderr = stderr
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -239,6 +244,9 @@ func startHelper(t *testing.T, cmd *exec.Cmd) (kill func()) {
 		if !killed {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
+		}
+		if out := stderr.String(); t.Failed() && out != "" {
+			t.Logf("helper %d wrote to stderr:\n%s", cmd.Process.Pid, out)
 		}
 	})
 	return func() {

@@ -7,31 +7,19 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"sync"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
+	"github.com/eventsource-go/eventsource/internal/testenv"
 )
 
-// lockedBuffer is a bytes.Buffer safe for the dispatcher's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) lines() [][]byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// lines splits what the logger wrote into its records.
+func lines(b *testenv.Buffer) [][]byte {
 	var out [][]byte
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	sc := bufio.NewScanner(strings.NewReader(b.String()))
 	for sc.Scan() {
 		out = append(out, bytes.Clone(sc.Bytes()))
 	}
@@ -42,7 +30,7 @@ func (b *lockedBuffer) lines() [][]byte {
 // (its logger carries bus and group): no key twice, and the keys every
 // line about an event carries.
 func TestLogKeys(t *testing.T) {
-	var out lockedBuffer
+	var out testenv.Buffer
 	s := newSettler()
 	d, err := New(Config{
 		Registry: registry(), Settler: s, Group: "g",
@@ -66,7 +54,7 @@ func TestLogKeys(t *testing.T) {
 		"event dead-lettered":  {"bus", "group", "handler", "event_type", "event_id", "attempt"},
 	}
 	seen := map[string]bool{}
-	for _, line := range out.lines() {
+	for _, line := range lines(&out) {
 		keys := topLevelKeys(t, line)
 		count := map[string]int{}
 		for _, k := range keys {
@@ -87,7 +75,7 @@ func TestLogKeys(t *testing.T) {
 	}
 	for msg := range want {
 		if !seen[msg] {
-			t.Errorf("no %q line in:\n%s", msg, bytes.Join(out.lines(), []byte("\n")))
+			t.Errorf("no %q line in:\n%s", msg, bytes.Join(lines(&out), []byte("\n")))
 		}
 	}
 }

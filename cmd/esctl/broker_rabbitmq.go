@@ -149,7 +149,10 @@ func (b *rabbitBroker) tail(ctx context.Context, ready func(), fn func(rawEvent)
 	if err := ch.QueueBind(q.Name, "#", b.e.exchange, false, nil); err != nil {
 		return fmt.Errorf("rabbitmq: bind tail queue to %s: %w", b.e.exchange, err)
 	}
-	deliveries, err := ch.ConsumeWithContext(ctx, q.Name, "esctl-tail", true, true, false, false, nil)
+	// Not ConsumeWithContext: on ctx.Done it sends basic.cancel from its
+	// own goroutine, racing the deferred Close for the channel's one RPC
+	// reply slot, and Close can then wait for ever for its close-ok.
+	deliveries, err := ch.Consume(q.Name, "esctl-tail", true, true, false, false, nil)
 	if err != nil {
 		return fmt.Errorf("rabbitmq: consume tail queue: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -182,7 +183,7 @@ func TestTail(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := fixtures[name](t)
 			f.failing.Store(false)
-			var out, errb syncBuffer
+			var out, errb testenv.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			code := make(chan int, 1)
@@ -203,7 +204,9 @@ func TestTail(t *testing.T) {
 					t.Fatalf("tail: exit %d: %s", c, errb.String())
 				}
 			case <-ctx.Done():
-				t.Fatal("tail did not stop after one event")
+				buf := make([]byte, 1<<20)
+				buf = buf[:runtime.Stack(buf, true)]
+				t.Fatalf("tail did not stop after one event; stdout %q; stderr %q\n%s", out.String(), errb.String(), buf)
 			}
 			var ev rawEvent
 			if err := json.Unmarshal(bytes.TrimSpace([]byte(out.String())), &ev); err != nil {
@@ -240,21 +243,4 @@ func TestSecretsAndExitCodes(t *testing.T) {
 	if _, _, code := runCLI(t, "dlq", "list", "-h"); code != exitOK {
 		t.Errorf("-h: exit %d, want 0", code)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
