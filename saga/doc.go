@@ -35,7 +35,16 @@
 //     removes it from the instance: the version check lets exactly one
 //     firing of a deadline commit, even if two runners fire it.
 //
-// Due times and claims are on the runner's clock (WithClock): processes
-// that share a store should have clocks in step, to within what a
+// Ended instances stay in the store, because their record is what makes a
+// late redelivery of their events a no-op. PurgeEnded (Purger, which every
+// store here implements) deletes those that ended before a cutoff, to
+// bound the store's size; after that, a redelivered starting event would
+// start a new instance. Keep ended instances for longer than the longest
+// redelivery or replay window of the buses that feed the saga, dead-letter
+// replays included, e.g. by calling PurgeEnded(ctx, saga, now-retention)
+// once a day.
+//
+// Due times, claims and end times are on the runner's clock (WithClock):
+// processes that share a store should have clocks in step, to within what a
 // deadline may be late.
 package saga

@@ -88,3 +88,36 @@ func Example() {
 	// cancel o2: not paid in time
 	// deadlines fired: 1 <nil>
 }
+
+// Ended instances are kept so that late redeliveries of their events stay
+// no-ops; purge them once they are older than any redelivery or replay
+// window of the bus, here 30 days.
+func ExampleMemoryStore_PurgeEnded() {
+	ctx := context.Background()
+	var store saga.Store = saga.NewMemoryStore()
+	endedAt := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	for _, inst := range []*saga.Instance{
+		{Saga: "payment", ID: "o1", Ended: true, EndedAt: endedAt},
+		{Saga: "payment", ID: "o2"}, // still running
+	} {
+		if err := store.Save(ctx, inst); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+
+	const retention = 30 * 24 * time.Hour
+	now := endedAt.Add(31 * 24 * time.Hour)
+	if p, ok := store.(saga.Purger); ok {
+		n, err := p.PurgeEnded(ctx, "payment", now.Add(-retention))
+		fmt.Println("purged:", n, err)
+	}
+	for _, id := range []string{"o1", "o2"} {
+		inst, _ := store.Load(ctx, "payment", id)
+		fmt.Println(id, "stored:", inst.Version > 0)
+	}
+	// Output:
+	// purged: 1 <nil>
+	// o1 stored: false
+	// o2 stored: true
+}

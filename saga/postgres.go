@@ -12,15 +12,38 @@ import (
 )
 
 // PostgresSchema is created idempotently by NewPostgresStore. Times are
-// Unix milliseconds on the runners' clock.
+// Unix milliseconds on the runners' clock, except ended_at: a timestamptz
+// to the millisecond, NULL while the instance runs.
+//
+// The DO block adds ended_at to tables created before it. Instances that
+// ended before get the migration's time: their real end is unknown but
+// earlier, so a purge counts their retention from an upper bound and
+// never deletes one sooner than the retention promises, and nobody has to
+// remember to purge them by hand. The document is parsed for its
+// top-level "ended" only when the column is added, not at every start:
+// instances that an older release ends after the upgrade keep NULL, and
+// PurgeEnded never deletes them.
 const PostgresSchema = `
 CREATE TABLE IF NOT EXISTS saga_instances (
-	saga    TEXT   NOT NULL,
-	id      TEXT   NOT NULL,
-	version BIGINT NOT NULL,
-	doc     BYTEA  NOT NULL,
+	saga     TEXT   NOT NULL,
+	id       TEXT   NOT NULL,
+	version  BIGINT NOT NULL,
+	doc      BYTEA  NOT NULL,
+	ended_at TIMESTAMPTZ,
 	PRIMARY KEY (saga, id)
 );
+DO $$ BEGIN
+	-- Checked first: ALTER TABLE takes an exclusive lock even when the
+	-- column exists, which would queue every start behind long readers.
+	IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'saga_instances'::regclass
+			AND attname = 'ended_at' AND NOT attisdropped) THEN
+		ALTER TABLE saga_instances ADD COLUMN IF NOT EXISTS ended_at TIMESTAMPTZ;
+		-- json, not jsonb, which refuses the escaped NULs a state may hold.
+		UPDATE saga_instances SET ended_at = date_trunc('milliseconds', now())
+			WHERE convert_from(doc, 'UTF8')::json ->> 'ended' = 'true';
+	END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS saga_instances_ended ON saga_instances (saga, ended_at) WHERE ended_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS saga_deadlines (
 	id               TEXT   PRIMARY KEY,
 	saga             TEXT   NOT NULL,
@@ -37,10 +60,14 @@ CREATE INDEX IF NOT EXISTS saga_deadlines_instance ON saga_deadlines (saga, inst
 // process on the database shares the instances; the version column
 // detects a lost update and deadlines are claimed with SKIP LOCKED.
 type PostgresStore struct {
-	pool *pgxpool.Pool
+	pool  *pgxpool.Pool
+	chunk int // instances per PurgeEnded statement
 }
 
-var _ Store = (*PostgresStore)(nil)
+var (
+	_ Store  = (*PostgresStore)(nil)
+	_ Purger = (*PostgresStore)(nil)
+)
 
 // schemaLock serialises concurrent CREATE ... IF NOT EXISTS, which can
 // race on PostgreSQL's catalog.
@@ -59,21 +86,32 @@ func NewPostgresStore(ctx context.Context, pool *pgxpool.Pool) (*PostgresStore, 
 	if err != nil {
 		return nil, fmt.Errorf("saga: create postgres tables: %w", err)
 	}
-	return &PostgresStore{pool: pool}, nil
+	return &PostgresStore{pool: pool, chunk: DefaultPurgeChunk}, nil
 }
 
 // Load implements Store.
 func (s *PostgresStore) Load(ctx context.Context, saga, id string) (Instance, error) {
 	var version int64
 	var doc []byte
-	err := s.pool.QueryRow(ctx, `SELECT version, doc FROM saga_instances WHERE saga = $1 AND id = $2`, saga, id).Scan(&version, &doc)
+	var ended *time.Time
+	err := s.pool.QueryRow(ctx, `SELECT version, doc, ended_at FROM saga_instances WHERE saga = $1 AND id = $2`,
+		saga, id).Scan(&version, &doc, &ended)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Instance{Saga: saga, ID: id}, nil
 	}
 	if err != nil {
 		return Instance{}, fmt.Errorf("saga: load %s %s: %w", saga, id, err)
 	}
-	return decodeInstance(saga, id, version, doc)
+	inst, err := decodeInstance(saga, id, version, doc)
+	inst.EndedAt = postgresTime(ended)
+	return inst, err
+}
+
+func postgresTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
 }
 
 // Save implements Store.
@@ -82,21 +120,28 @@ func (s *PostgresStore) Save(ctx context.Context, inst *Instance) error {
 	if err != nil {
 		return err
 	}
+	var ended *time.Time
+	if t := endTime(inst); !t.IsZero() {
+		ended = &t
+	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var tag interface{ RowsAffected() int64 }
-		var err error
+		var row pgx.Row
 		if inst.Version == 0 {
-			tag, err = tx.Exec(ctx, `INSERT INTO saga_instances (saga, id, version, doc) VALUES ($1, $2, 1, $3)
-				ON CONFLICT (saga, id) DO NOTHING`, inst.Saga, inst.ID, doc)
+			row = tx.QueryRow(ctx, `INSERT INTO saga_instances (saga, id, version, doc, ended_at) VALUES ($1, $2, 1, $3, $4)
+				ON CONFLICT (saga, id) DO NOTHING RETURNING ended_at`, inst.Saga, inst.ID, doc, ended)
 		} else {
-			tag, err = tx.Exec(ctx, `UPDATE saga_instances SET version = version + 1, doc = $4
-				WHERE saga = $1 AND id = $2 AND version = $3`, inst.Saga, inst.ID, inst.Version, doc)
+			// The first end time stays: a re-save (an outbox update) must
+			// not push the instance's purge back.
+			row = tx.QueryRow(ctx, `UPDATE saga_instances SET version = version + 1, doc = $4,
+					ended_at = CASE WHEN $5::timestamptz IS NULL THEN NULL ELSE COALESCE(ended_at, $5) END
+				WHERE saga = $1 AND id = $2 AND version = $3 RETURNING ended_at`, inst.Saga, inst.ID, inst.Version, doc, ended)
+		}
+		err := row.Scan(&ended)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: %s %s at version %d", ErrConflict, inst.Saga, inst.ID, inst.Version)
 		}
 		if err != nil {
 			return fmt.Errorf("saga: save %s %s: %w", inst.Saga, inst.ID, err)
-		}
-		if tag.RowsAffected() != 1 {
-			return fmt.Errorf("%w: %s %s at version %d", ErrConflict, inst.Saga, inst.ID, inst.Version)
 		}
 		return syncDeadlinesSQL(ctx, pgTx{tx}, inst, "$")
 	})
@@ -104,15 +149,59 @@ func (s *PostgresStore) Save(ctx context.Context, inst *Instance) error {
 		return err
 	}
 	inst.Version++
+	inst.EndedAt = postgresTime(ended)
 	return nil
+}
+
+// PurgeEnded implements Purger.
+func (s *PostgresStore) PurgeEnded(ctx context.Context, saga string, endedBefore time.Time) (int64, error) {
+	before := ceilMilli(endedBefore)
+	var total int64
+	for {
+		n, err := s.purgeChunk(ctx, saga, before)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("saga: purge ended instances of %s: %w", saga, err)
+		}
+		// A short chunk ends it, so that it never spins on rows that
+		// stay locked.
+		if n < int64(s.chunk) {
+			return total, nil
+		}
+	}
+}
+
+// purgeChunk deletes up to s.chunk ended instances and their deadlines in
+// one statement, so one transaction. SKIP LOCKED: an instance being saved
+// now is left to the next purge rather than waited for. MATERIALIZED: as
+// an IN subquery, the planner may rescan the chunk per row, and each
+// rescan skips the rows just deleted and locks the next ones, unbounding
+// the chunk.
+func (s *PostgresStore) purgeChunk(ctx context.Context, saga string, before time.Time) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `WITH chunk AS MATERIALIZED (
+			SELECT id FROM saga_instances WHERE saga = $1 AND ended_at < $2
+			ORDER BY ended_at LIMIT $3 FOR UPDATE SKIP LOCKED
+		), purged AS (
+			DELETE FROM saga_instances i USING chunk WHERE i.saga = $1 AND i.id = chunk.id
+			RETURNING i.id
+		), deadlines AS (
+			DELETE FROM saga_deadlines WHERE saga = $1 AND instance_id IN (SELECT id FROM purged)
+		)
+		SELECT count(*) FROM purged`, saga, before, s.chunk).Scan(&n)
+	return n, err
 }
 
 // ClaimDue implements Store.
 func (s *PostgresStore) ClaimDue(ctx context.Context, saga string, now time.Time, hold time.Duration, limit int) ([]Deadline, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE saga_deadlines SET claimed_until_ms = $3
-		WHERE id IN (SELECT id FROM saga_deadlines WHERE saga = $1 AND due_ms <= $2 AND claimed_until_ms <= $2
-			ORDER BY due_ms LIMIT $4 FOR UPDATE SKIP LOCKED)
-		RETURNING id, instance_id, name, due_ms`, saga, now.UnixMilli(), now.Add(hold).UnixMilli(), limit)
+	// MATERIALIZED, as in purgeChunk: the chunk is chosen once, whatever
+	// plan the UPDATE gets, so at most limit deadlines are claimed.
+	rows, err := s.pool.Query(ctx, `WITH chunk AS MATERIALIZED (
+			SELECT id FROM saga_deadlines WHERE saga = $1 AND due_ms <= $2 AND claimed_until_ms <= $2
+			ORDER BY due_ms LIMIT $4 FOR UPDATE SKIP LOCKED
+		)
+		UPDATE saga_deadlines d SET claimed_until_ms = $3 FROM chunk WHERE d.id = chunk.id
+		RETURNING d.id, d.instance_id, d.name, d.due_ms`, saga, now.UnixMilli(), now.Add(hold).UnixMilli(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("saga: claim deadlines of %s: %w", saga, err)
 	}

@@ -226,7 +226,9 @@ func (r *Runner[S]) apply(inst *Instance, sc *Scope[S], deliveryID string, meta 
 	}
 	slices.SortFunc(inst.Deadlines, func(a, b Deadline) int { return a.Due.Compare(b.Due) })
 	if sc.ended {
-		inst.Ended = true
+		// On the runner's clock, as due times are: PurgeEnded's cutoff
+		// is then on the clock the user controls (WithClock).
+		inst.Ended, inst.EndedAt = true, sc.now
 		inst.Deadlines = nil
 	}
 	return nil

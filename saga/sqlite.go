@@ -3,6 +3,7 @@ package saga
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,13 +14,15 @@ import (
 )
 
 // sqliteSchema is created idempotently by NewSQLiteStore. Times are Unix
-// milliseconds on the runners' clock.
+// milliseconds on the runners' clock; ended_at is NULL while an instance
+// runs (sqliteEndedAt adds it to files created before it).
 const sqliteSchema = `
 CREATE TABLE IF NOT EXISTS saga_instances (
-	saga    TEXT    NOT NULL,
-	id      TEXT    NOT NULL,
-	version INTEGER NOT NULL,
-	doc     BLOB    NOT NULL,
+	saga     TEXT    NOT NULL,
+	id       TEXT    NOT NULL,
+	version  INTEGER NOT NULL,
+	doc      BLOB    NOT NULL,
+	ended_at INTEGER,
 	PRIMARY KEY (saga, id)
 ) STRICT;
 CREATE TABLE IF NOT EXISTS saga_deadlines (
@@ -41,9 +44,13 @@ CREATE INDEX IF NOT EXISTS saga_deadlines_instance ON saga_deadlines (saga, inst
 type SQLiteStore struct {
 	db    *sql.DB
 	owned bool
+	chunk int // instances per PurgeEnded transaction
 }
 
-var _ Store = (*SQLiteStore)(nil)
+var (
+	_ Store  = (*SQLiteStore)(nil)
+	_ Purger = (*SQLiteStore)(nil)
+)
 
 // OpenSQLite opens (creating it if needed) the SQLite file at path with the
 // settings the store needs: WAL, a busy timeout, and write transactions
@@ -72,7 +79,51 @@ func NewSQLiteStore(ctx context.Context, db *sql.DB) (*SQLiteStore, error) {
 	if _, err := db.ExecContext(ctx, sqliteSchema); err != nil {
 		return nil, fmt.Errorf("saga: create sqlite tables: %w", err)
 	}
-	return &SQLiteStore{db: db}, nil
+	if err := sqliteEndedAt(ctx, db); err != nil {
+		return nil, err
+	}
+	return &SQLiteStore{db: db, chunk: DefaultPurgeChunk}, nil
+}
+
+// sqliteEndedAt adds the ended_at column, and the index PurgeEnded
+// selects by, to a file created before them. SQLite has no ADD COLUMN IF
+// NOT EXISTS: the check and the ALTER share one write transaction, so two
+// processes opening the file cannot both add it.
+//
+// Instances that ended before get the migration's time: their real end is
+// unknown but earlier, so a purge counts their retention from an upper
+// bound and never deletes one sooner than the retention promises, and
+// nobody has to remember to purge them by hand. The document is parsed
+// for its top-level "ended" only when the column is added, not at every
+// open: instances that an older release ends after the upgrade keep
+// NULL, and PurgeEnded never deletes them.
+func sqliteEndedAt(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("saga: add ended_at: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	var n int
+	err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('saga_instances') WHERE name = 'ended_at'`).Scan(&n)
+	if err == nil && n == 0 {
+		_, err = tx.ExecContext(ctx, `ALTER TABLE saga_instances ADD COLUMN ended_at INTEGER`)
+		if err == nil {
+			// CAST: SQLite reads a BLOB given to json_extract as JSONB.
+			_, err = tx.ExecContext(ctx, `UPDATE saga_instances SET ended_at = ?1
+				WHERE json_extract(CAST(doc AS TEXT), '$.ended') = 1`, time.Now().UnixMilli())
+		}
+	}
+	if err == nil {
+		_, err = tx.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS saga_instances_ended
+			ON saga_instances (saga, ended_at) WHERE ended_at IS NOT NULL`)
+	}
+	if err == nil {
+		err = tx.Commit()
+	}
+	if err != nil {
+		return fmt.Errorf("saga: add ended_at: %w", err)
+	}
+	return nil
 }
 
 // DB returns the store's database.
@@ -90,14 +141,25 @@ func (s *SQLiteStore) Close() error {
 func (s *SQLiteStore) Load(ctx context.Context, saga, id string) (Instance, error) {
 	var version int64
 	var doc []byte
-	err := s.db.QueryRowContext(ctx, `SELECT version, doc FROM saga_instances WHERE saga = ?1 AND id = ?2`, saga, id).Scan(&version, &doc)
+	var ended sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT version, doc, ended_at FROM saga_instances WHERE saga = ?1 AND id = ?2`,
+		saga, id).Scan(&version, &doc, &ended)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Instance{Saga: saga, ID: id}, nil
 	}
 	if err != nil {
 		return Instance{}, fmt.Errorf("saga: load %s %s: %w", saga, id, err)
 	}
-	return decodeInstance(saga, id, version, doc)
+	inst, err := decodeInstance(saga, id, version, doc)
+	inst.EndedAt = sqliteTime(ended)
+	return inst, err
+}
+
+func sqliteTime(ms sql.NullInt64) time.Time {
+	if !ms.Valid {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms.Int64).UTC()
 }
 
 // Save implements Store.
@@ -115,19 +177,26 @@ func (s *SQLiteStore) Save(ctx context.Context, inst *Instance) (err error) {
 			_ = tx.Rollback()
 		}
 	}()
-	var res sql.Result
+	var ended sql.NullInt64
+	if t := endTime(inst); !t.IsZero() {
+		ended = sql.NullInt64{Int64: t.UnixMilli(), Valid: true}
+	}
+	var row *sql.Row
 	if inst.Version == 0 {
-		res, err = tx.ExecContext(ctx, `INSERT INTO saga_instances (saga, id, version, doc) VALUES (?1, ?2, 1, ?3)
-			ON CONFLICT (saga, id) DO NOTHING`, inst.Saga, inst.ID, doc)
+		row = tx.QueryRowContext(ctx, `INSERT INTO saga_instances (saga, id, version, doc, ended_at) VALUES (?1, ?2, 1, ?3, ?4)
+			ON CONFLICT (saga, id) DO NOTHING RETURNING ended_at`, inst.Saga, inst.ID, doc, ended)
 	} else {
-		res, err = tx.ExecContext(ctx, `UPDATE saga_instances SET version = version + 1, doc = ?4
-			WHERE saga = ?1 AND id = ?2 AND version = ?3`, inst.Saga, inst.ID, inst.Version, doc)
+		// The first end time stays: a re-save (an outbox update) must not
+		// push the instance's purge back.
+		row = tx.QueryRowContext(ctx, `UPDATE saga_instances SET version = version + 1, doc = ?4,
+				ended_at = CASE WHEN ?5 IS NULL THEN NULL ELSE COALESCE(ended_at, ?5) END
+			WHERE saga = ?1 AND id = ?2 AND version = ?3 RETURNING ended_at`, inst.Saga, inst.ID, inst.Version, doc, ended)
+	}
+	if err = row.Scan(&ended); errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w: %s %s at version %d", ErrConflict, inst.Saga, inst.ID, inst.Version)
 	}
 	if err != nil {
 		return fmt.Errorf("saga: save %s %s: %w", inst.Saga, inst.ID, err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return errors.Join(fmt.Errorf("%w: %s %s at version %d", ErrConflict, inst.Saga, inst.ID, inst.Version), err)
 	}
 	if err := syncDeadlinesSQL(ctx, sqlTx{tx}, inst, "?"); err != nil {
 		return err
@@ -136,7 +205,55 @@ func (s *SQLiteStore) Save(ctx context.Context, inst *Instance) (err error) {
 		return fmt.Errorf("saga: save %s %s: %w", inst.Saga, inst.ID, err)
 	}
 	inst.Version++
+	inst.EndedAt = sqliteTime(ended)
 	return nil
+}
+
+// PurgeEnded implements Purger.
+func (s *SQLiteStore) PurgeEnded(ctx context.Context, saga string, endedBefore time.Time) (int64, error) {
+	before := ceilMilli(endedBefore).UnixMilli()
+	var total int64
+	for {
+		n, err := s.purgeChunk(ctx, saga, before)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("saga: purge ended instances of %s: %w", saga, err)
+		}
+		// A short chunk ends it: nothing more is due.
+		if n < int64(s.chunk) {
+			return total, nil
+		}
+	}
+}
+
+// purgeChunk deletes up to s.chunk ended instances and their
+// deadlines in one transaction.
+func (s *SQLiteStore) purgeChunk(ctx context.Context, saga string, before int64) (int64, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	// A write first: the transaction holds the write lock from there, so
+	// the deadlines deleted next are those of exactly these instances.
+	ids, err := sqlTx{tx}.ids(ctx, `DELETE FROM saga_instances WHERE saga = ?1 AND id IN (
+			SELECT id FROM saga_instances WHERE saga = ?1 AND ended_at < ?2 ORDER BY ended_at LIMIT ?3)
+		RETURNING id`, saga, before, s.chunk)
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM saga_deadlines
+		WHERE saga = ?1 AND instance_id IN (SELECT value FROM json_each(?2))`, saga, string(list)); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	return int64(len(ids)), nil
 }
 
 // ClaimDue implements Store.

@@ -24,6 +24,12 @@ type Instance struct {
 
 	State json.RawMessage `json:"state,omitempty"`
 	Ended bool            `json:"ended,omitempty"`
+	// EndedAt is when the instance ended, to the millisecond, or zero
+	// while it runs. The runner sets it from its clock; Save uses
+	// time.Now when it is zero, keeps the first time stored, and sets it
+	// to what it stored. It is the store's ended_at column, not part of
+	// the document, so that PurgeEnded can select by it.
+	EndedAt time.Time `json:"-"`
 	// CorrelationID is the correlation of the event that started the
 	// instance, given to commands its deadlines send.
 	CorrelationID string `json:"correlation_id,omitempty"`
@@ -63,6 +69,30 @@ type Store interface {
 	ClaimDue(ctx context.Context, saga string, now time.Time, hold time.Duration, limit int) ([]Deadline, error)
 }
 
+// Purger deletes ended instances; MemoryStore, SQLiteStore and
+// PostgresStore implement it.
+//
+// An ended instance's record is also what makes a late redelivery of its
+// events a no-op: once it is purged, a redelivered starting event starts a
+// new instance. Purge only instances that ended longer ago than the
+// longest redelivery or replay window of the buses that feed the saga,
+// dead-letter replays included.
+type Purger interface {
+	// PurgeEnded deletes the instances of saga that ended before
+	// endedBefore, with any deadlines and undispatched commands they
+	// still have, and returns how many it deleted. Instances without an
+	// end time (see the SQL stores' migrations) are kept. SQL stores
+	// delete in chunks of DefaultPurgeChunk instances, one transaction
+	// each, so that a large purge does not hold locks for long; after an
+	// error, the chunks already committed stay deleted and the count
+	// says how many instances they held.
+	PurgeEnded(ctx context.Context, saga string, endedBefore time.Time) (int64, error)
+}
+
+// DefaultPurgeChunk is how many instances the SQL stores delete per
+// transaction in PurgeEnded.
+const DefaultPurgeChunk = 1000
+
 // MemoryStore is a Store in memory, for tests and single-process use.
 type MemoryStore struct {
 	mu        sync.Mutex
@@ -73,9 +103,13 @@ type MemoryStore struct {
 type memoryRow struct {
 	version int64
 	doc     []byte
+	endedAt time.Time
 }
 
-var _ Store = (*MemoryStore)(nil)
+var (
+	_ Store  = (*MemoryStore)(nil)
+	_ Purger = (*MemoryStore)(nil)
+)
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
@@ -90,7 +124,9 @@ func (m *MemoryStore) Load(_ context.Context, saga, id string) (Instance, error)
 	if !ok {
 		return Instance{Saga: saga, ID: id}, nil
 	}
-	return decodeInstance(saga, id, row.version, row.doc)
+	inst, err := decodeInstance(saga, id, row.version, row.doc)
+	inst.EndedAt = row.endedAt
+	return inst, err
 }
 
 // Save implements Store.
@@ -102,12 +138,40 @@ func (m *MemoryStore) Save(_ context.Context, inst *Instance) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	key := [2]string{inst.Saga, inst.ID}
-	if m.instances[key].version != inst.Version {
+	old := m.instances[key]
+	if old.version != inst.Version {
 		return fmt.Errorf("%w: %s %s at version %d", ErrConflict, inst.Saga, inst.ID, inst.Version)
 	}
-	m.instances[key] = memoryRow{version: inst.Version + 1, doc: doc}
+	ended := endTime(inst)
+	if inst.Ended && !old.endedAt.IsZero() {
+		ended = old.endedAt
+	}
+	m.instances[key] = memoryRow{version: inst.Version + 1, doc: doc, endedAt: ended}
 	inst.Version++
+	inst.EndedAt = ended
 	return nil
+}
+
+// PurgeEnded implements Purger.
+func (m *MemoryStore) PurgeEnded(_ context.Context, saga string, endedBefore time.Time) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for key, row := range m.instances {
+		if key[0] != saga || row.endedAt.IsZero() || !row.endedAt.Before(endedBefore) {
+			continue
+		}
+		// Drop the claims of its deadlines too; an undecodable document
+		// only leaves stale claims behind, which match no deadline.
+		if inst, err := decodeInstance(key[0], key[1], row.version, row.doc); err == nil {
+			for _, d := range inst.indexed() {
+				delete(m.claims, d.ID)
+			}
+		}
+		delete(m.instances, key)
+		n++
+	}
+	return n, nil
 }
 
 // ClaimDue implements Store.
@@ -161,6 +225,31 @@ func (inst *Instance) indexed() []Deadline {
 		ID:   fmt.Sprintf("outbox/%s/%s/%d", inst.Saga, inst.ID, due.UnixMilli()),
 		Saga: inst.Saga, Instance: inst.ID, Name: outboxDeadline, Due: due,
 	})
+}
+
+// endTime is the time Save records for inst: none while it runs, else
+// EndedAt or, when the caller left it zero, now. It is cut to the
+// millisecond, the precision of the SQLite column, so that every store
+// returns the same time.
+func endTime(inst *Instance) time.Time {
+	if !inst.Ended {
+		return time.Time{}
+	}
+	t := inst.EndedAt
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return time.UnixMilli(t.UnixMilli()).UTC()
+}
+
+// ceilMilli rounds t up to the millisecond: a stored end time, a whole
+// millisecond, is before t exactly when it is before ceilMilli(t), which
+// the SQL stores can compare at their precision.
+func ceilMilli(t time.Time) time.Time {
+	if r := t.Truncate(time.Millisecond); r.Before(t) {
+		return r.Add(time.Millisecond)
+	}
+	return t
 }
 
 func encodeInstance(inst *Instance) ([]byte, error) {
