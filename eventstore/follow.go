@@ -330,8 +330,14 @@ func (f *Follower) read(ctx context.Context, from int64) iter.Seq2[eventsource.E
 
 // save records position p. It runs without ctx's cancellation: what fn
 // applied must be recorded even when the reader is stopping, or the next
-// one applies it again.
+// one applies it again. A holder that lost its lease saves nothing: the
+// next holder may have saved a later position already, which this save
+// would move back; the events since the last save are applied again
+// instead, at least once as promised.
 func (f *Follower) save(ctx context.Context, p int64) error {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrLeaseLost) {
+		return fmt.Errorf("eventstore: follower %q: checkpoint %d not saved: %w", f.Name, p, &saveError{cause})
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
 	defer cancel()
 	if err := f.Checkpoints.SaveCheckpoint(ctx, f.Name, p); err != nil {
@@ -378,8 +384,12 @@ func (f *Follower) Reset(ctx context.Context) error {
 	return f.Checkpoints.SaveCheckpoint(ctx, f.Name, 0)
 }
 
-// Follow calls CatchUp, then again every interval or as soon as Nudge is
-// called, until ctx ends. A failed pass is logged and retried after a
+// DefaultPollInterval is how often Follow and FollowBatches poll when
+// given no interval and nothing nudges them sooner.
+const DefaultPollInterval = time.Second
+
+// Follow calls CatchUp, then again every interval (0: DefaultPollInterval)
+// or as soon as Nudge is called, until ctx ends. A failed pass is logged and retried after a
 // backoff (see RetryMin): a failure delays the follower but never stops
 // it. When ctx ends, Follow saves the position of what fn applied and
 // returns nil, or an error matching ErrCheckpointNotSaved if that save
@@ -501,6 +511,9 @@ func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, 
 // standby until it holds the lease, then follows until it loses it.
 func (f *Follower) run(ctx context.Context, interval time.Duration, pass func(context.Context) (int64, error)) error {
 	defer f.setState(StateStopped)
+	if interval <= 0 {
+		interval = DefaultPollInterval
+	}
 	// A store that announces its appends wakes the follower at once;
 	// the interval is then only the fallback.
 	if n, ok := f.Store.(Notifier); ok {
@@ -526,6 +539,9 @@ func (f *Follower) run(ctx context.Context, interval time.Duration, pass func(co
 		h, err := AcquireLease(ctx, f.Lease, f.Name, owner, ttl)
 		switch {
 		case ctx.Err() != nil:
+			if h != nil {
+				h.Release() // acquired as ctx ended: hand it over now, not after the TTL
+			}
 			return nil
 		case err != nil:
 			f.finish(ctx, err)
