@@ -374,10 +374,6 @@ func (w *worker) process(it *item) (parked bool) {
 			return false
 		}
 		it.routed = true
-		if it.attempts >= d.cfg.Retry.MaxRetries {
-			d.deadLetter(it, ReasonMaxRetries, fmt.Errorf("delivered %d times without being acknowledged", it.msg.Attempt))
-			return false
-		}
 		var missing []string
 		it.pending, missing = d.match(&it.env, it.msg.Handlers)
 		if len(missing) > 0 {
@@ -387,6 +383,12 @@ func (w *worker) process(it *item) (parked bool) {
 			it.pending = nil
 			it.missing = it.msg.Handlers
 			d.deadLetter(it, ReasonUnknownHandler, fmt.Errorf("no handler named %s is subscribed in this process", strings.Join(missing, ", ")))
+			return false
+		}
+		// After the match: the record names the handlers still owed the
+		// event, and a replay runs only those.
+		if it.attempts >= d.cfg.Retry.MaxRetries {
+			d.deadLetter(it, ReasonMaxRetries, fmt.Errorf("delivered %d times without being acknowledged", it.msg.Attempt))
 			return false
 		}
 	}

@@ -431,6 +431,30 @@ func TestRedeliveredTooOftenDeadLettered(t *testing.T) {
 	}
 }
 
+// A retry redelivered too often (the broker's count grew while the
+// process crashed before its ack) is dead-lettered naming the handlers it
+// still owed, not none: a replay of an empty list would run the handlers
+// that had succeeded too.
+func TestRedeliveredRetryKeepsItsHandlers(t *testing.T) {
+	d, s := newDispatcher(t, Config{})
+	ok, failed := &recorder{}, &recorder{}
+	if _, err := d.Subscribe("Ping", ok, bus.WithName("ok")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Subscribe("Ping", failed, bus.WithName("failed")); err != nil {
+		t.Fatal(err)
+	}
+	m := message(t, envelope("a", 1, Ping{}))
+	m.Attempt, m.Handlers = 4, []string{"failed"}
+	dispatch(t, d, m)
+	waitUntil(t, "dead letter", func() bool { _, dl, _ := s.snapshot(); return len(dl) == 1 })
+	drain(t, d)
+	_, dead, _ := s.snapshot()
+	if r := dead[0]; r.Reason != ReasonMaxRetries || !slices.Equal(r.Handlers, []string{"failed"}) || ok.len()+failed.len() != 0 {
+		t.Errorf("dead letter %+v, handled %d+%d; want max_retries naming failed, nothing run", r, ok.len(), failed.len())
+	}
+}
+
 // A message no local handler wants is acknowledged after a look at its
 // envelope's type, without decoding the payload (SomeoneElses is not even
 // registered here); one whose type field lies, or whose bytes are not an

@@ -131,8 +131,12 @@ type Config struct {
 	RebalanceTimeout  time.Duration
 	// DrainTimeout bounds how long a member, when its partitions are
 	// revoked or at Close, waits for the events it already fetched to be
-	// handled before it commits and lets go (default RebalanceTimeout/2).
-	// Events still running then are handled again by the next owner.
+	// handled before it commits and lets go (default the shorter of
+	// RebalanceTimeout/2 and SessionTimeout/2). Events still running then
+	// are handled again by the next owner. It must be shorter than
+	// SessionTimeout: kafka-go sends no heartbeat while a member drains,
+	// and the coordinator would expel it and hand its partitions on while
+	// it still handles their events.
 	DrainTimeout time.Duration
 	// CommitInterval is how often handled offsets are committed while
 	// consuming (default 500ms); revocation and Close commit at once.
@@ -236,7 +240,7 @@ func (c Config) WithDefaults() Config {
 		c.RebalanceTimeout = 30 * time.Second
 	}
 	if c.DrainTimeout == 0 {
-		c.DrainTimeout = c.RebalanceTimeout / 2
+		c.DrainTimeout = min(c.RebalanceTimeout, c.SessionTimeout) / 2
 	}
 	if c.CommitInterval == 0 {
 		c.CommitInterval = 500 * time.Millisecond
@@ -311,8 +315,9 @@ func (c Config) Validate() error {
 	if c.HeartbeatInterval <= 0 || c.SessionTimeout < 3*c.HeartbeatInterval {
 		errs = append(errs, fmt.Errorf("HeartbeatInterval (%v) must be positive and at most a third of SessionTimeout (%v)", c.HeartbeatInterval, c.SessionTimeout))
 	}
-	if c.DrainTimeout <= 0 || c.DrainTimeout >= c.RebalanceTimeout {
-		errs = append(errs, fmt.Errorf("DrainTimeout (%v) must be positive and shorter than RebalanceTimeout (%v), or a draining member is dropped from the group", c.DrainTimeout, c.RebalanceTimeout))
+	if c.DrainTimeout <= 0 || c.DrainTimeout >= c.RebalanceTimeout || c.DrainTimeout >= c.SessionTimeout {
+		errs = append(errs, fmt.Errorf("DrainTimeout (%v) must be positive and shorter than RebalanceTimeout (%v) and SessionTimeout (%v), or a draining member is dropped from the group",
+			c.DrainTimeout, c.RebalanceTimeout, c.SessionTimeout))
 	}
 	if c.CommitInterval <= 0 || c.MaxWait <= 0 || c.MaxBytes < 1 || c.DialTimeout <= 0 {
 		errs = append(errs, errors.New("CommitInterval, MaxWait, MaxBytes and DialTimeout must be positive"))

@@ -22,6 +22,11 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 	if def.Acks != AcksAll || def.Acks.required() != -1 {
 		t.Errorf("acks default %v", def.Acks)
 	}
+	// kafka-go stops heartbeating when a generation ends, so a drain
+	// longer than the session gets the member expelled mid-drain.
+	if def.DrainTimeout >= def.SessionTimeout {
+		t.Errorf("drain default %v, want shorter than the session (%v)", def.DrainTimeout, def.SessionTimeout)
+	}
 	if def.BatchTimeout != time.Millisecond || def.BatchSize != 1000 {
 		t.Errorf("batch default %v, %d", def.BatchTimeout, def.BatchSize)
 	}
@@ -40,15 +45,16 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 		t.Errorf("topicFor: %q %q", per.topicFor("Order"), per.topicFor("Invoice"))
 	}
 	for name, bad := range map[string]Config{
-		"no brokers":        {Registry: eventsource.NewRegistry()},
-		"broker no port":    {Brokers: []string{"localhost"}, Registry: eventsource.NewRegistry()},
-		"no registry":       {Brokers: []string{"k:1"}},
-		"bad topic":         {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), Topic: "a/b"},
-		"bad group":         {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), Group: "a b"},
-		"per-type no types": {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), TopicPerAggregateType: true},
-		"heartbeat":         {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), SessionTimeout: time.Second, HeartbeatInterval: time.Second},
-		"drain":             {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), DrainTimeout: time.Minute},
-		"acks":              {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), Acks: 7},
+		"no brokers":         {Registry: eventsource.NewRegistry()},
+		"broker no port":     {Brokers: []string{"localhost"}, Registry: eventsource.NewRegistry()},
+		"no registry":        {Brokers: []string{"k:1"}},
+		"bad topic":          {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), Topic: "a/b"},
+		"bad group":          {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), Group: "a b"},
+		"per-type no types":  {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), TopicPerAggregateType: true},
+		"heartbeat":          {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), SessionTimeout: time.Second, HeartbeatInterval: time.Second},
+		"drain":              {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), DrainTimeout: time.Minute},
+		"drain past session": {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), DrainTimeout: 12 * time.Second},
+		"acks":               {Brokers: []string{"k:1"}, Registry: eventsource.NewRegistry(), Acks: 7},
 	} {
 		if err := bad.WithDefaults().Validate(); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%s: Validate = %v, want ErrInvalidConfig", name, err)
