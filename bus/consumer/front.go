@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
+	"github.com/eventsource-go/eventsource/internal/sleep"
 )
 
 // Transport is what a broker bus plugs into a Front: the part of starting
@@ -51,8 +54,8 @@ func NewFront(d *Dispatcher, t Transport, gate *Gate) *Front { return &Front{d: 
 // Gate lets calls into a bus run concurrently until Close shuts it. The
 // zero value is open.
 type Gate struct {
-	mu     sync.RWMutex
-	closed bool
+	mu     sync.RWMutex // held shared by every call running
+	closed atomic.Bool
 }
 
 // Subscribe registers h for one event type.
@@ -136,7 +139,7 @@ func (f *Front) Started() bool {
 // run. Every successful Enter needs a Leave.
 func (g *Gate) Enter() error {
 	g.mu.RLock()
-	if g.closed {
+	if g.closed.Load() {
 		g.mu.RUnlock()
 		return bus.ErrClosed
 	}
@@ -162,12 +165,22 @@ func (g *Gate) EnterPublish(events []eventsource.Envelope) (bool, error) {
 	return true, nil
 }
 
-// Shut refuses new calls and waits for those running to return; Close
-// calls it first.
-func (g *Gate) Shut() {
-	g.mu.Lock()
-	g.closed = true
+// Shut refuses new calls and waits, up to ctx, for those running to
+// return; Close calls it first. When ctx ends first it returns an error
+// matching ctx's: Close then goes on, and closing the connections is what
+// ends a Publish that waits for ever (a blocked broker, a call without a
+// deadline).
+func (g *Gate) Shut(ctx context.Context) error {
+	g.closed.Store(true)
+	// Polled, not a blocking Lock: a Lock cannot be abandoned at ctx's
+	// end, and a goroutine blocked on it would outlive Close.
+	for wait := 100 * time.Microsecond; !g.mu.TryLock(); wait = min(2*wait, 10*time.Millisecond) {
+		if !sleep.For(ctx, wait) {
+			return fmt.Errorf("calls still running: %w", ctx.Err())
+		}
+	}
 	g.mu.Unlock()
+	return nil
 }
 
 // Stats returns the bus's counters.

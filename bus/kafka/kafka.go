@@ -444,7 +444,7 @@ func (b *Bus) Close(ctx context.Context) error {
 }
 
 func (b *Bus) close(ctx context.Context) error {
-	b.gate.Shut()
+	shutErr := b.gate.Shut(ctx)
 
 	b.stopLoops()
 	b.groupMu.Lock()
@@ -467,6 +467,9 @@ func (b *Bus) close(ctx context.Context) error {
 		err = fmt.Errorf("kafka bus: close: %w", ctx.Err())
 		_ = b.d.Close(ctx) // cancels handlers, releases what is left
 		<-stopped
+	}
+	if err == nil && shutErr != nil {
+		err = fmt.Errorf("kafka bus: close: %w", shutErr)
 	}
 	err = errors.Join(err, b.writer.Close())
 	b.transport.CloseIdleConnections()

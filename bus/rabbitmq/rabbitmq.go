@@ -666,11 +666,14 @@ func (b *Bus) Close(ctx context.Context) error {
 
 func (b *Bus) close(ctx context.Context) error {
 	close(b.closing)
-	b.gate.Shut()
+	shutErr := b.gate.Shut(ctx)
 
 	b.stopRead()
 	b.readers.Wait()
 	err := b.d.Close(ctx)
+	if err == nil && shutErr != nil {
+		err = fmt.Errorf("rabbitmq bus: close: %w", shutErr)
+	}
 	if s := b.current(); s != nil {
 		b.topoMu.Lock()
 		if s.acks != nil {

@@ -151,7 +151,7 @@ func (b *Bus) Close(ctx context.Context) error {
 }
 
 func (b *Bus) close(ctx context.Context) error {
-	b.gate.Shut()
+	shutErr := b.gate.Shut(ctx)
 
 	b.stopLoops()
 	err := b.waitLoops(ctx)
@@ -162,6 +162,9 @@ func (b *Bus) close(ctx context.Context) error {
 	}
 	if err == nil && b.Started() {
 		b.forgetConsumer(ctx)
+	}
+	if err == nil && shutErr != nil {
+		err = fmt.Errorf("redis bus: close: %w", shutErr)
 	}
 	return errors.Join(err, b.reader.Close(), b.client.Close())
 }
