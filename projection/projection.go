@@ -118,7 +118,8 @@ type Runner struct {
 	parker     Parker
 
 	mu       sync.Mutex
-	attempts int
+	attempts int   // failed tries of the event at position failing
+	failing  int64 // 0 when nothing is failing
 	halted   *HaltError
 	parked   []ParkedEvent
 	lastErr  error
@@ -146,7 +147,8 @@ func WithBackoff(first, limit time.Duration) Option {
 // DefaultCheckpointInterval), and always at the end of a pass and at a
 // graceful stop. n = 1 saves after every event (a crash then applies at
 // most one event again, at the cost of a write per event). For a SQL
-// runner, n and d bound one transaction.
+// runner, n and d bound one transaction, but for the one that commits
+// again, whole, the events before an event the projection failed on.
 func WithCheckpoint(n int, d time.Duration) Option {
 	return func(r *Runner) {
 		if n > 0 {
@@ -218,7 +220,7 @@ func (r *Runner) CatchUp(ctx context.Context) (int, error) {
 	)
 	if r.sql != nil {
 		n, err = r.follower.CatchUpBatches(ctx, func(ctx context.Context, batch []eventsource.Envelope) error {
-			return r.sql.applyBatch(ctx, batch, 1)
+			return r.sql.applyBatch(ctx, batch, false)
 		})
 	} else {
 		n, err = r.follower.CatchUp(ctx, func(ctx context.Context, env eventsource.Envelope) error {
@@ -248,14 +250,14 @@ func (r *Runner) Run(ctx context.Context, interval time.Duration) error {
 		interval = DefaultInterval
 	}
 	r.mu.Lock()
-	r.halted, r.attempts = nil, 0
+	r.halted, r.attempts, r.failing = nil, 0, 0
 	r.mu.Unlock()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var err error
 	if r.sql != nil {
 		err = r.follower.FollowBatches(ctx, interval, func(ctx context.Context, batch []eventsource.Envelope) error {
-			err := r.sql.applyBatch(ctx, batch, r.maxAtt)
+			err := r.sql.applyBatch(ctx, batch, true)
 			r.haltOn(err, cancel)
 			return err
 		})
@@ -394,9 +396,7 @@ func (r *Runner) applyRetrying(ctx context.Context, env eventsource.Envelope) er
 // succeeded clears the failure count after an event applied.
 func (r *Runner) succeeded() {
 	r.mu.Lock()
-	if r.attempts != 0 {
-		r.attempts = 0
-	}
+	r.attempts, r.failing = 0, 0
 	r.mu.Unlock()
 }
 
@@ -405,6 +405,13 @@ func (r *Runner) succeeded() {
 // a stop error: a halt, ctx's end, or a park that could not be recorded.
 func (r *Runner) failed(ctx context.Context, env eventsource.Envelope, err error) (retry bool, stop error) {
 	r.mu.Lock()
+	// The count is of this event's tries only. Another event's failures
+	// may be left over: one that then succeeded in a SQL transaction that
+	// failed further on, or one that another runner applied while this one
+	// had lost its lease.
+	if r.failing != env.Position {
+		r.attempts, r.failing = 0, env.Position
+	}
 	r.attempts++
 	n := r.attempts
 	r.lastErr, r.lastAt = err, time.Now()
@@ -414,14 +421,19 @@ func (r *Runner) failed(ctx context.Context, env eventsource.Envelope, err error
 			return false, &HaltError{Projection: r.follower.Name, Position: env.Position, EventID: env.ID, Type: env.Type, Attempts: n, Err: err}
 		}
 		pe := r.parkedEvent(env, n, err)
-		if r.sql == nil && r.parker != nil {
-			if perr := r.parker.Park(ctx, pe); perr != nil {
-				return false, fmt.Errorf("park event at %d: %w", env.Position, perr)
-			}
+		var perr error
+		switch {
+		case r.sql != nil: // in the transaction that moves the checkpoint past it
+			perr = r.sql.parkTx(ctx, env, pe)
+		case r.parker != nil:
+			perr = r.parker.Park(ctx, pe)
+		}
+		if perr != nil {
+			return false, fmt.Errorf("park event at %d: %w", env.Position, perr)
 		}
 		r.mu.Lock()
 		r.parked = append(r.parked, pe)
-		r.attempts = 0
+		r.attempts, r.failing = 0, 0
 		r.mu.Unlock()
 		r.logger().WarnContext(ctx, "projection parked an event", "projection", r.follower.Name,
 			"position", env.Position, "event_type", env.Type, "event_id", env.ID.String(), "attempt", n, "error", err)

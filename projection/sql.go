@@ -155,12 +155,13 @@ type sqlRunner struct {
 
 // applyBatch commits batch (contiguous positions after the checkpoint) in
 // one or more transactions. A projection error rolls back; what came
-// before the failing event is committed again without it, and the event is
-// retried up to maxAttempts times, then halts or is parked.
-func (s *sqlRunner) applyBatch(ctx context.Context, batch []eventsource.Envelope, maxAttempts int) error {
+// before the failing event is committed again without it. With policy
+// (Run), the event is then retried up to MaxAttempts times, then halts or
+// is parked; without (CatchUp), the error is returned at once.
+func (s *sqlRunner) applyBatch(ctx context.Context, batch []eventsource.Envelope, policy bool) error {
 	rest := batch
 	for len(rest) > 0 {
-		n, applyErr, err := s.commit(ctx, rest)
+		n, applyErr, err := s.commit(ctx, rest, true)
 		if err != nil {
 			return err
 		}
@@ -170,28 +171,26 @@ func (s *sqlRunner) applyBatch(ctx context.Context, batch []eventsource.Envelope
 			continue
 		}
 		env := rest[0]
-		if maxAttempts <= 1 {
+		if !policy {
 			return fmt.Errorf("event at position %d: %w", env.Position, applyErr)
 		}
 		retry, stop := s.r.failed(ctx, env, applyErr)
 		switch {
 		case stop != nil:
 			return stop
-		case !retry: // park it, with the checkpoint past it
-			if err := s.parkTx(ctx, env, s.r.parkedEvent(env, maxAttempts, applyErr)); err != nil {
-				return err
-			}
+		case !retry: // parked, with the checkpoint past it
 			rest = rest[1:]
 		}
 	}
 	return nil
 }
 
-// commit applies envs in one transaction, cut when the checkpoint interval
-// passes, and returns how many it committed. If the projection fails on an
-// event, the transaction is rolled back, the events before it are committed
-// again in a new one, and applyErr is the failure of envs[n].
-func (s *sqlRunner) commit(ctx context.Context, envs []eventsource.Envelope) (n int, applyErr, err error) {
+// commit applies envs in one transaction, cut (when cut is set) once the
+// checkpoint interval passes, and returns how many it committed. If the
+// projection fails on an event, the transaction is rolled back, the events
+// before it are committed again in a new one, and applyErr is the failure
+// of envs[n].
+func (s *sqlRunner) commit(ctx context.Context, envs []eventsource.Envelope, cut bool) (n int, applyErr, err error) {
 	start := time.Now()
 	every := s.r.follower.SaveInterval
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -208,7 +207,10 @@ func (s *sqlRunner) commit(ctx context.Context, envs []eventsource.Envelope) (n 
 				if i == 0 {
 					return 0, aerr, nil
 				}
-				k, again, err := s.commit(ctx, envs[:i])
+				// Not cut: the events after a cut would be left out, and
+				// the failure blamed on the first of them. They fitted in
+				// the interval a moment ago.
+				k, again, err := s.commit(ctx, envs[:i], false)
 				if err != nil || again != nil {
 					return k, again, err
 				}
@@ -216,7 +218,7 @@ func (s *sqlRunner) commit(ctx context.Context, envs []eventsource.Envelope) (n 
 			}
 		}
 		n = i + 1
-		if every > 0 && n < len(envs) && time.Since(start) >= every {
+		if cut && every > 0 && n < len(envs) && time.Since(start) >= every {
 			break
 		}
 	}
@@ -271,7 +273,7 @@ func (s *sqlRunner) parkTx(ctx context.Context, env eventsource.Envelope, pe Par
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	if _, err := tx.ExecContext(ctx, sqlPark, pe.Projection, pe.Position, pe.EventID.String(), pe.Type,
 		pe.AggregateType, pe.AggregateID, pe.Attempts, pe.Error, pe.ParkedAt.Format(time.RFC3339Nano)); err != nil {
-		return fmt.Errorf("park event at %d: %w", env.Position, err)
+		return err
 	}
 	if err := s.advance(ctx, tx, env.Position-1, env.Position); err != nil {
 		return err
