@@ -91,7 +91,9 @@ type Config struct {
 	CreateTopics bool
 	// Partitions and ReplicationFactor of created events and retry topics
 	// (defaults 6 and 1). The dead-letter topic gets one partition, so
-	// that its records keep one order.
+	// that its records keep one order, and cleanup.policy=compact with
+	// retention.ms=-1, so that a dead letter stays until it is replayed or
+	// purged; one created by other means needs the same.
 	Partitions        int
 	ReplicationFactor int
 

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/bus/bustest"
 	"github.com/eventsource-go/eventsource/bus/consumer"
@@ -138,5 +141,41 @@ func TestCommitPointStopsAtFirstUnsettled(t *testing.T) {
 	q := newPartition("t", 1, 40)
 	if off, ok := q.commitPoint(); !ok || off != 40 {
 		t.Errorf("committed offset not taken as the commit point: %d %v", off, ok)
+	}
+}
+
+// The dead-letter topic the bus creates keeps its records until they are
+// replayed or purged (compacted, no time limit): with the broker's
+// defaults, dead letters nobody replayed within a week would vanish.
+func TestDeadLetterTopicKeepsRecords(t *testing.T) {
+	cfg := testConfig(t, Config{Topic: uniqueTopic("dlqcfg"), Group: "g"})
+	b := open(t, cfg)
+	defer closeBus(t, b)
+	if _, err := b.Subscribe(bustest.Ping{}.EventType(), bus.HandlerFunc(func(context.Context, eventsource.Envelope) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := b.client.DescribeConfigs(ctx, &kafkago.DescribeConfigsRequest{Resources: []kafkago.DescribeConfigRequestResource{{
+		ResourceType: kafkago.ResourceTypeTopic, ResourceName: cfg.WithDefaults().dlqTopic(),
+		ConfigNames: []string{"cleanup.policy", "retention.ms"},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range resp.Resources {
+		if r.Error != nil {
+			t.Fatal(r.Error)
+		}
+		for _, e := range r.ConfigEntries {
+			got[e.ConfigName] = e.ConfigValue
+		}
+	}
+	if got["cleanup.policy"] != "compact" || got["retention.ms"] != "-1" {
+		t.Errorf("dead-letter topic config %v, want cleanup.policy=compact, retention.ms=-1", got)
 	}
 }

@@ -34,7 +34,11 @@ func (b *Bus) ensureTopics(ctx context.Context, topics []string, partitions int)
 	if len(missing) > 0 {
 		req := &kafkago.CreateTopicsRequest{}
 		for _, t := range missing {
-			req.Topics = append(req.Topics, kafkago.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: b.cfg.ReplicationFactor})
+			tc := kafkago.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: b.cfg.ReplicationFactor}
+			if t == b.cfg.dlqTopic() {
+				tc.ConfigEntries = dlqTopicConfig
+			}
+			req.Topics = append(req.Topics, tc)
 		}
 		resp, err := c.CreateTopics(ctx, req)
 		if err != nil {
@@ -63,6 +67,16 @@ func (b *Bus) ensureTopics(ctx context.Context, topics []string, partitions int)
 		return fmt.Errorf("kafka bus: refresh metadata: %w", err)
 	}
 	return nil
+}
+
+// dlqTopicConfig keeps dead letters until they are replayed or purged:
+// with the broker's defaults (delete after 7 days) the records nobody
+// replayed in time would vanish, and their events with them, their
+// offsets being committed long before. Compaction removes a replayed or
+// purged record with its tombstone (see admin).
+var dlqTopicConfig = []kafkago.ConfigEntry{
+	{ConfigName: "cleanup.policy", ConfigValue: "compact"},
+	{ConfigName: "retention.ms", ConfigValue: "-1"},
 }
 
 // missingTopics returns those of topics that do not exist or have a
