@@ -312,7 +312,14 @@ func (w *worker) run() {
 				w.d.release(batch)
 				continue
 			}
-			for _, it := range batch {
+			for i, it := range batch {
+				// Close may give up while an event of the batch cannot be
+				// settled, and release it: its aggregate's later events
+				// must not be handled ahead of it.
+				if w.d.ctx.Err() != nil {
+					w.d.release(batch[i:])
+					break
+				}
 				if q, blocked := w.held[it.key]; blocked {
 					w.held[it.key] = append(q, it)
 					continue
@@ -471,6 +478,10 @@ func (w *worker) runHeld(key string) {
 	q := w.held[key]
 	delete(w.held, key)
 	for i, it := range q {
+		if w.d.ctx.Err() != nil { // Close gave up: as in run's batch loop
+			w.d.release(q[i:])
+			return
+		}
 		if w.process(it) {
 			w.held[key] = append(w.held[key], q[i+1:]...)
 			return

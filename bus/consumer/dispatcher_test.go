@@ -36,6 +36,7 @@ type fakeSettler struct {
 	dead     []DeadLetter
 	released []Message
 	failAcks atomic.Int32 // fail this many Ack calls first
+	failDead atomic.Bool  // fail every DeadLetter call
 	changed  chan struct{}
 }
 
@@ -60,6 +61,10 @@ func (f *fakeSettler) Ack(_ context.Context, msgs []Message) error {
 }
 
 func (f *fakeSettler) DeadLetter(_ context.Context, msg Message, rec DeadLetter) error {
+	if f.failDead.Load() {
+		f.poke()
+		return errors.New("broker down")
+	}
 	f.mu.Lock()
 	f.dead = append(f.dead, rec)
 	f.mu.Unlock()
@@ -635,6 +640,42 @@ func TestCloseGivesUpOnContext(t *testing.T) {
 		t.Errorf("Close = %v, want deadline exceeded", err)
 	}
 	close(release)
+}
+
+// When Close gives up while an event cannot be settled, the event is
+// released, and the events of its aggregate after it in the same batch
+// are released too, not handled and acknowledged ahead of it.
+func TestCloseGivingUpKeepsOrderWithinBatch(t *testing.T) {
+	d, s := newDispatcher(t, Config{})
+	s.failDead.Store(true)
+	rec := &recorder{}
+	if _, err := d.SubscribeAll(bus.HandlerFunc(func(ctx context.Context, env eventsource.Envelope) error {
+		if env.Version == 1 {
+			return bus.Permanent(errors.New("poison"))
+		}
+		return rec.Handle(ctx, env)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	first, second := message(t, envelope("a", 1, Ping{})), message(t, envelope("a", 2, Ping{}))
+	if _, err := d.DispatchBatch(context.Background(), []Message{first, second}); err != nil {
+		t.Fatal(err)
+	}
+	<-s.changed // the dead letter of the first failed: it is being retried
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := d.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close = %v, want deadline exceeded", err)
+	}
+	// The worker finishes after Close gave up: wait until both are accounted for.
+	waitUntil(t, "both events released or handled", func() bool {
+		_, _, released := s.snapshot()
+		return len(released)+rec.len() >= 2
+	})
+	acked, _, released := s.snapshot()
+	if rec.len() != 0 || len(acked) != 0 || len(released) != 2 {
+		t.Errorf("handled %d, acked %d, released %d; want 0, 0, 2 (version 2 must not overtake version 1)", rec.len(), len(acked), len(released))
+	}
 }
 
 func TestDispatchBlocksAtMaxInFlight(t *testing.T) {
