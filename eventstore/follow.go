@@ -25,6 +25,12 @@ const (
 // bound of their own.
 const saveTimeout = 5 * time.Second
 
+// ErrCheckpointMoved matches a Follower error whose save found the
+// checkpoint moved by someone else since this follower read or saved it
+// (an operator's reset, the next holder of a lost lease). The follower
+// saves nothing then, reads the checkpoint again and goes on from there.
+var ErrCheckpointMoved = errors.New("eventstore: checkpoint moved by another writer")
+
 // ErrCheckpointNotSaved matches a Follower error whose checkpoint could not
 // be saved: the events applied since the last save are applied again by the
 // next reader.
@@ -312,7 +318,7 @@ func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventso
 	if !errors.Is(err, ErrCheckpointNotSaved) {
 		err = joinSave(err, save())
 	}
-	if last != saved {
+	if last != saved && !errors.Is(err, ErrCheckpointMoved) { // a moved checkpoint is not ours to save
 		unsaved = last
 	}
 	f.finish(ctx, err)
@@ -340,7 +346,16 @@ func (f *Follower) save(ctx context.Context, p int64) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
 	defer cancel()
-	if err := f.Checkpoints.SaveCheckpoint(ctx, f.Name, p); err != nil {
+	var err error
+	if sw, ok := f.Checkpoints.(CheckpointSwapper); ok {
+		var swapped bool
+		if swapped, err = sw.SwapCheckpoint(ctx, f.Name, f.Status().Saved, p); err == nil && !swapped {
+			err = ErrCheckpointMoved
+		}
+	} else {
+		err = f.Checkpoints.SaveCheckpoint(ctx, f.Name, p)
+	}
+	if err != nil {
 		return fmt.Errorf("eventstore: follower %q: save checkpoint %d: %w", f.Name, p, &saveError{err})
 	}
 	f.update(func(s *FollowerStatus) { s.Saved = p })
@@ -494,7 +509,9 @@ func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, 
 			last = end
 			f.advance(last)
 			if err = f.save(ctx, last); err != nil {
-				unsaved = last
+				if !errors.Is(err, ErrCheckpointMoved) {
+					unsaved = last
+				}
 				break
 			}
 		}
@@ -618,6 +635,9 @@ func (f *Follower) retrySave(ctx context.Context, pending int64) error {
 		return nil
 	}
 	err := f.save(ctx, pending)
+	if errors.Is(err, ErrCheckpointMoved) {
+		return nil // not ours to save any more: the next pass reads it again
+	}
 	if err != nil {
 		f.finish(ctx, err) // a success is not a good pass yet: the backoff goes on growing
 	}

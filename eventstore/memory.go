@@ -256,7 +256,10 @@ type MemoryCheckpoints struct {
 	positions map[string]int64
 }
 
-var _ CheckpointStore = (*MemoryCheckpoints)(nil)
+var (
+	_ CheckpointStore   = (*MemoryCheckpoints)(nil)
+	_ CheckpointSwapper = (*MemoryCheckpoints)(nil)
+)
 
 // NewMemoryCheckpoints returns an empty checkpoint store.
 func NewMemoryCheckpoints() *MemoryCheckpoints {
@@ -287,4 +290,21 @@ func (c *MemoryCheckpoints) SaveCheckpoint(ctx context.Context, name string, pos
 	defer c.mu.Unlock()
 	c.positions[name] = position
 	return nil
+}
+
+// SwapCheckpoint implements CheckpointSwapper.
+func (c *MemoryCheckpoints) SwapCheckpoint(ctx context.Context, name string, old, position int64) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if position < 0 {
+		return false, fmt.Errorf("eventstore: invalid checkpoint position %d for %q", position, name)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.positions[name] != old {
+		return false, nil
+	}
+	c.positions[name] = position
+	return true, nil
 }

@@ -54,3 +54,16 @@ type CheckpointStore interface {
 	Checkpoint(ctx context.Context, name string) (int64, error)
 	SaveCheckpoint(ctx context.Context, name string, position int64) error
 }
+
+// CheckpointSwapper is a CheckpointStore that saves a position only where
+// the stored one is still what the reader last saw. A Follower saves
+// through it when its store has it, so that its save never overwrites a
+// checkpoint that someone else moved meanwhile: an operator's reset (a
+// rebuild), or the next holder of a lease this follower lost. A wrapper
+// that embeds a store with this method, and changes SaveCheckpoint, must
+// change SwapCheckpoint too: the Follower calls that one.
+type CheckpointSwapper interface {
+	// SwapCheckpoint saves position if the stored checkpoint is old (0:
+	// also when none is stored), and reports whether it did.
+	SwapCheckpoint(ctx context.Context, name string, old, position int64) (bool, error)
+}

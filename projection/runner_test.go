@@ -32,6 +32,12 @@ func (c *countingCheckpoints) SaveCheckpoint(ctx context.Context, name string, p
 	return c.MemoryCheckpoints.SaveCheckpoint(ctx, name, p)
 }
 
+// SwapCheckpoint is how the runner's follower saves (CheckpointSwapper).
+func (c *countingCheckpoints) SwapCheckpoint(ctx context.Context, name string, old, p int64) (bool, error) {
+	c.saves.Add(1)
+	return c.MemoryCheckpoints.SwapCheckpoint(ctx, name, old, p)
+}
+
 func appendPings(t *testing.T, store eventstore.Store, stream string, from, n int) {
 	t.Helper()
 	envs := make([]eventsource.Envelope, n)

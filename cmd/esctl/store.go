@@ -400,8 +400,9 @@ func cmdProjectionReset(ctx context.Context, e *env, args []string) error {
 	})
 }
 
-// resetCheckpoint moves an existing checkpoint. A running follower reads
-// its checkpoint at every pass, so it starts over at its next pass.
+// resetCheckpoint moves an existing checkpoint. A running follower does
+// not save over it (eventstore.CheckpointSwapper): it reads it again and
+// starts over from there.
 func resetCheckpoint(ctx context.Context, s *storeDB, name string, to int64) (int64, error) {
 	rows, err := s.followers(ctx)
 	if err != nil {

@@ -59,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) (eventstore.Store, eventstore.Che
 		{"WakesOnAppend", testWakesOnAppend},
 		{"SaveInterval", testSaveInterval},
 		{"Raw", testRaw},
+		{"ResetWhileRunningIsKept", testResetWhileRunning},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,6 +110,52 @@ func testGracefulStop(t *testing.T, s eventstore.Store, c eventstore.CheckpointS
 	}
 	rec.wantEachOnce(t)
 	wantCheckpoint(t, c, f.Name, events[2].Position)
+}
+
+// An operator resets the checkpoint (a rebuild) while the follower is
+// applying an event. The follower's next save must not write over the
+// reset: it reads the checkpoint again and applies everything from there.
+// On a store without CheckpointSwapper the reset would be lost.
+func testResetWhileRunning(t *testing.T, s eventstore.Store, c eventstore.CheckpointStore) {
+	if _, ok := c.(eventstore.CheckpointSwapper); !ok {
+		t.Skipf("%T does not implement eventstore.CheckpointSwapper", c)
+	}
+	events := appendEvents(t, s, 3)
+	f := newFollower(t, c, s, events[0])
+	rec := newRecorder(events)
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := follow(ctx, f, func(_ context.Context, env eventsource.Envelope) error {
+		if env.ID == events[1].ID {
+			once.Do(func() {
+				close(entered)
+				<-proceed // the reset happens while this event is applied
+			})
+		}
+		rec.record(env)
+		return nil
+	})
+	wait(t, "the handler to start on the second event", entered)
+	wantCheckpoint(t, c, f.Name, events[0].Position)
+	rctx, rcancel := context.WithTimeout(t.Context(), deadline)
+	defer rcancel()
+	if err := c.SaveCheckpoint(rctx, f.Name, events[0].Position-1); err != nil {
+		t.Fatal(err)
+	}
+	close(proceed)
+	waitRunning(t, "every event applied again after the reset", done, func() bool {
+		return rec.count(events[0].ID) == 2 && rec.count(events[2].ID) >= 1
+	})
+	waitFor(t, "the checkpoint at the last event", func() bool {
+		p, err := c.Checkpoint(rctx, f.Name)
+		return err == nil && p == events[2].Position
+	})
+	cancel()
+	if err := stopped(t, done); err != nil {
+		t.Fatalf("Follow = %v, want nil", err)
+	}
 }
 
 // CatchUp, the single pass, saves what it applied when its context ends

@@ -242,10 +242,11 @@ type Store struct {
 }
 
 var (
-	_ eventstore.Store           = (*Store)(nil)
-	_ eventstore.CheckpointStore = (*Store)(nil)
-	_ eventstore.SnapshotStore   = (*Store)(nil)
-	_ eventstore.RawReader       = (*Store)(nil)
+	_ eventstore.Store             = (*Store)(nil)
+	_ eventstore.CheckpointStore   = (*Store)(nil)
+	_ eventstore.CheckpointSwapper = (*Store)(nil)
+	_ eventstore.SnapshotStore     = (*Store)(nil)
+	_ eventstore.RawReader         = (*Store)(nil)
 )
 
 // New returns a store on pool that decodes payloads with registry. It does
@@ -603,6 +604,26 @@ func (s *Store) SaveCheckpoint(ctx context.Context, name string, position int64)
 		return checkpointError(ctx, name, err)
 	}
 	return nil
+}
+
+// SwapCheckpoint implements eventstore.CheckpointSwapper.
+func (s *Store) SwapCheckpoint(ctx context.Context, name string, old, position int64) (bool, error) {
+	if position < 0 {
+		return false, fmt.Errorf("postgres: invalid checkpoint position %d for %q", position, name)
+	}
+	var q string
+	if old == 0 { // none stored counts as 0
+		q = `INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now())
+			ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+			WHERE checkpoints.position = $3`
+	} else {
+		q = `UPDATE checkpoints SET position = $2, updated_at = now() WHERE name = $1 AND position = $3`
+	}
+	tag, err := s.pool.Exec(ctx, q, name, position, old)
+	if err != nil {
+		return false, checkpointError(ctx, name, err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 func checkpointError(ctx context.Context, name string, err error) error {

@@ -205,10 +205,11 @@ type Store struct {
 }
 
 var (
-	_ eventstore.Store           = (*Store)(nil)
-	_ eventstore.CheckpointStore = (*Store)(nil)
-	_ eventstore.SnapshotStore   = (*Store)(nil)
-	_ eventstore.RawReader       = (*Store)(nil)
+	_ eventstore.Store             = (*Store)(nil)
+	_ eventstore.CheckpointStore   = (*Store)(nil)
+	_ eventstore.CheckpointSwapper = (*Store)(nil)
+	_ eventstore.SnapshotStore     = (*Store)(nil)
+	_ eventstore.RawReader         = (*Store)(nil)
 )
 
 // Open opens or creates the store in the file at path, creating the schema
@@ -650,6 +651,32 @@ func (s *Store) SaveCheckpoint(ctx context.Context, name string, position int64)
 		return checkpointError(ctx, name, err)
 	}
 	return nil
+}
+
+// SwapCheckpoint implements eventstore.CheckpointSwapper.
+func (s *Store) SwapCheckpoint(ctx context.Context, name string, old, position int64) (bool, error) {
+	if position < 0 {
+		return false, fmt.Errorf("sqlite: invalid checkpoint position %d for %q", position, name)
+	}
+	now := time.Now().UTC().Format(timeFormat)
+	var res sql.Result
+	var err error
+	if old == 0 { // none stored counts as 0
+		res, err = s.write.ExecContext(ctx, `INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+			WHERE checkpoints.position = 0`, name, position, now)
+	} else {
+		res, err = s.write.ExecContext(ctx, `UPDATE checkpoints SET position = ?, updated_at = ? WHERE name = ? AND position = ?`,
+			position, now, name, old)
+	}
+	if err != nil {
+		return false, checkpointError(ctx, name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, checkpointError(ctx, name, err)
+	}
+	return n == 1, nil
 }
 
 func checkpointError(ctx context.Context, name string, err error) error {
