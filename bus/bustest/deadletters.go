@@ -69,6 +69,7 @@ func RunDeadLetters(t *testing.T, opts DeadLetterOptions, factory DeadLetterFact
 	t.Run("ListPagesThenReplayAll", s.testListPagesThenReplayAll)
 	t.Run("Purge", s.testPurge)
 	t.Run("ReplayAfterRedeploy", s.testReplayAfterRedeploy)
+	t.Run("ReplayKeepsOrigin", s.testReplayKeepsOrigin)
 	t.Run("EveryMessageSettled", s.testEveryMessageSettled)
 	t.Run("PermanentErrorNotRetried", s.testPermanentError)
 }
@@ -386,5 +387,54 @@ func (s *dlSuite) testPurge(t *testing.T) {
 	s.drain(t, b)
 	if n := h.calls.Load(); n != int32(len(events)) || h.Len() != 0 {
 		t.Errorf("handler called %d times, handled %d; want %d, 0 (purged events are gone)", n, h.Len(), len(events))
+	}
+}
+
+// A replayed event that fails again is dead-lettered again under its
+// first origin: Source and SourceID still say where it was published, not
+// the replay's own stream or queue, however many replays it went through,
+// since they are how an operator finds the original bytes.
+func (s *dlSuite) testReplayKeepsOrigin(t *testing.T) {
+	b := s.open(t, Config{Namespace: namespace(t), Group: "origin", Registry: NewRegistry(), MaxRetries: 1})
+	h := newFlaky()
+	if _, err := b.Subscribe(Ping{}.EventType(), h); err != nil {
+		t.Fatal(err)
+	}
+	start(t, b, s.opts.Timeout)
+	env := NewEnvelope("origin", 1, Ping{N: 1})
+	s.deadLetterEach(t, b, []eventsource.Envelope{env})
+	admin := b.DeadLetters()
+	recs, err := admin.List(s.ctx(t), "", 10)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("List = %q, %v; want 1 record", eventIDs(recs), err)
+	}
+	first := recs[0]
+	if first.Source == "" || first.SourceID == "" {
+		t.Fatalf("record source %q %q; want both", first.Source, first.SourceID)
+	}
+	rec := first
+	for i := range 2 { // the second replays a record that a replay left
+		if err := admin.Replay(s.ctx(t), rec.ID); err != nil {
+			t.Fatalf("Replay %d: %v", i+1, err)
+		}
+		s.waitUntil(t, fmt.Sprintf("replay %d dead-lettered again", i+1),
+			func() bool { return b.Stats().DeadLettered == uint64(i+2) },
+			func() string { return fmt.Sprintf("%+v", b.Stats()) })
+		recs, err := admin.List(s.ctx(t), "", 10)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("List after replay %d = %q, %v; want 1 record", i+1, eventIDs(recs), err)
+		}
+		rec = recs[0]
+		if rec.EventID != env.ID.String() || rec.Reason != consumer.ReasonMaxRetries {
+			t.Errorf("record after replay %d: event %s, reason %q; want %s, %q", i+1, rec.EventID, rec.Reason, env.ID, consumer.ReasonMaxRetries)
+		}
+		if rec.Source != first.Source || rec.SourceID != first.SourceID {
+			t.Errorf("record after replay %d: source %q %q; want the first origin, %q %q",
+				i+1, rec.Source, rec.SourceID, first.Source, first.SourceID)
+		}
+	}
+	s.drain(t, b)
+	if n := h.calls.Load(); n != 3 {
+		t.Errorf("handler called %d times, want 3 (the event, then two replays)", n)
 	}
 }

@@ -47,6 +47,13 @@ const (
 // reschedule is dead-lettered instead.
 var ErrRefused = errors.New("consumer: refused by the broker")
 
+// ErrBodyDropped is Admin.Replay's error for a record stored without its
+// bytes (DeadLetter.BodyDropped): there is nothing to deliver, and an
+// empty body would only be dead-lettered again as malformed, losing the
+// record's pointer to the original. Publish the original again from
+// Source and SourceID, then Purge the record.
+var ErrBodyDropped = errors.New("consumer: dead letter has no body to replay")
+
 // ReasonFor classifies a decoding error.
 func ReasonFor(err error) Reason {
 	switch {
@@ -83,7 +90,8 @@ type DeadLetter struct {
 
 	// BodyDropped: the broker refused the record with the original bytes
 	// (too large), so it was stored without them; Size is their length,
-	// and Source and SourceID say where to find them.
+	// and Source and SourceID say where to find them. Admin does not
+	// replay such a record (ErrBodyDropped).
 	BodyDropped bool
 	Size        int
 }
@@ -98,10 +106,14 @@ type Admin interface {
 	Count(ctx context.Context) (int64, error)
 	// Replay removes one record and delivers its event again to the same
 	// group only, with a fresh retry budget. A record that does not exist
-	// is an error matching eventsource.ErrNotFound.
+	// is an error matching eventsource.ErrNotFound; a BodyDropped record
+	// is an error matching ErrBodyDropped, and stays in place. If the
+	// replayed event is dead-lettered again, the new record keeps the
+	// first Source and SourceID.
 	Replay(ctx context.Context, id string) error
-	// ReplayAll replays every record present when it starts and returns
-	// how many it replayed.
+	// ReplayAll replays every record present when it starts, except
+	// BodyDropped ones, which stay in place, and returns how many it
+	// replayed.
 	ReplayAll(ctx context.Context) (int, error)
 	// Purge deletes every record and returns how many there were.
 	Purge(ctx context.Context) (int64, error)

@@ -164,29 +164,36 @@ func (a admin) Count(ctx context.Context) (int64, error) {
 }
 
 // Replay writes the record's event to the group's retry topic, due now,
-// with a fresh retry budget, then a tombstone for the record. Two replays
-// of one record at the same moment can both deliver it.
+// with a fresh retry budget and the record's origin, then a tombstone for
+// the record. Two replays of one record at the same moment can both
+// deliver it. A record without its body stays (consumer.ErrBodyDropped).
 func (a admin) Replay(ctx context.Context, id string) error {
 	st, err := a.read(ctx)
 	if err != nil {
 		return err
 	}
 	for _, rec := range st.live {
-		if rec.ID == id {
-			_, err := a.replay(ctx, []consumer.DeadLetter{rec})
-			return err
+		if rec.ID != id {
+			continue
 		}
+		if rec.BodyDropped {
+			return fmt.Errorf("kafka bus: dead letter %s of group %q: %w", id, a.b.cfg.Group, consumer.ErrBodyDropped)
+		}
+		_, err := a.replay(ctx, []consumer.DeadLetter{rec})
+		return err
 	}
 	return fmt.Errorf("kafka bus: dead letter %s of group %q: %w", id, a.b.cfg.Group, eventsource.ErrNotFound)
 }
 
-// ReplayAll replays every record present when it starts.
+// ReplayAll replays every record present when it starts, but those
+// without their body, which stay.
 func (a admin) ReplayAll(ctx context.Context) (int, error) {
 	st, err := a.read(ctx)
 	if err != nil {
 		return 0, err
 	}
-	return a.replay(ctx, st.live)
+	recs := slices.DeleteFunc(st.live, func(r consumer.DeadLetter) bool { return r.BodyDropped })
+	return a.replay(ctx, recs)
 }
 
 func (a admin) replay(ctx context.Context, recs []consumer.DeadLetter) (int, error) {

@@ -35,7 +35,8 @@
 // refusals are never retried, so one oversized record cannot stall a
 // worker or a partition's commit point.
 // Replaying or purging a record appends a tombstone for that key (header
-// es-tombstone, null value).
+// es-tombstone, null value); a record without its value is not replayed
+// (consumer.ErrBodyDropped).
 //
 // # Consuming
 //

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -115,11 +116,12 @@ func (a admin) Count(ctx context.Context) (int64, error) {
 }
 
 // replayMsg is the record as it goes back to the group's queue: the event
-// headers and the failed handlers' names stay, the retry count does not,
+// headers, the failed handlers' names and the origin (es-source,
+// es-source-id, which a new record keeps) stay, the retry count does not,
 // so the event gets a fresh retry budget.
 func (a admin) replayMsg(d *amqp.Delivery) outgoing {
 	h := copyHeaders(d.Headers)
-	for _, k := range []string{hDeadLetterID, hReason, hError, hAttempts, hGroup, hTime, hSource, hSourceID, hLastError} {
+	for _, k := range []string{hDeadLetterID, hReason, hError, hAttempts, hGroup, hTime, hLastError} {
 		delete(h, k)
 	}
 	return outgoing{key: a.b.names.Queue, msg: amqp.Publishing{
@@ -127,6 +129,9 @@ func (a admin) replayMsg(d *amqp.Delivery) outgoing {
 		MessageId: d.MessageId, Timestamp: time.Now(), Body: d.Body,
 	}}
 }
+
+// bodyDropped reports whether the record was stored without its bytes.
+func bodyDropped(d *amqp.Delivery) bool { return headerInt(d.Headers, hDroppedSize) > 0 }
 
 func (a admin) Replay(ctx context.Context, id string) error {
 	s, ch, err := a.channel(ctx)
@@ -144,6 +149,9 @@ func (a admin) Replay(ctx context.Context, id string) error {
 		}
 		if str, _ := d.Headers[hDeadLetterID].(string); str != id {
 			continue
+		}
+		if bodyDropped(&d) {
+			return fmt.Errorf("rabbitmq bus: dead letter %s of group %q: %w", id, a.b.cfg.Group, consumer.ErrBodyDropped)
 		}
 		if err := s.pub.publish(ctx, []outgoing{a.replayMsg(&d)})[0]; err != nil {
 			return fmt.Errorf("rabbitmq bus: replay dead letter %s: %w", id, err)
@@ -167,7 +175,8 @@ func (a admin) ReplayAll(ctx context.Context) (int, error) {
 	}
 	defer ch.Close()
 	// Only what is there now: records that fail again come back behind
-	// these and wait for the next ReplayAll.
+	// these and wait for the next ReplayAll. Records without their bytes
+	// stay taken, unacked, until the channel closes, then go back.
 	replayed := 0
 	for left := int(n); left > 0; {
 		var ds []amqp.Delivery
@@ -186,6 +195,10 @@ func (a admin) ReplayAll(ctx context.Context) (int, error) {
 			break
 		}
 		left -= len(ds)
+		ds = slices.DeleteFunc(ds, func(d amqp.Delivery) bool { return bodyDropped(&d) })
+		if len(ds) == 0 {
+			continue // publish waits for confirmations that nothing would send
+		}
 		msgs := make([]outgoing, len(ds))
 		for i := range ds {
 			msgs[i] = a.replayMsg(&ds[i])

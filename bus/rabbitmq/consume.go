@@ -259,8 +259,10 @@ func (s settler) DeadLetter(ctx context.Context, msg consumer.Message, rec consu
 	h[hAttempts] = int32(rec.Attempts)
 	h[hGroup] = rec.Group
 	h[hTime] = rec.Time.Format(time.RFC3339Nano)
-	h[hSource] = rec.Source
-	h[hSourceID] = rec.SourceID
+	// A replayed message carries the origin of its record: keep the first.
+	if src, _ := h[hSource].(string); src == "" {
+		h[hSource], h[hSourceID] = rec.Source, rec.SourceID
+	}
 	handlers, _ := json.Marshal(rec.Handlers)
 	if rec.Handlers == nil {
 		handlers = []byte("[]")

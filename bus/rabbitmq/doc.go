@@ -31,7 +31,10 @@
 // and es-last-error. A dead letter carries es-dead-letter-id (the record's
 // ID in the admin API), es-reason (malformed, unknown_type, max_retries),
 // es-error, es-attempts, es-group, es-handlers, es-dead-lettered-at
-// (RFC 3339), es-source and es-source-id, with the original body.
+// (RFC 3339), es-source and es-source-id (where the event was first read;
+// a replay keeps them, and so does the record it may come back as), with
+// the original body, or without it and with es-dropped-size when the
+// broker refused it: such a record is not replayed (consumer.ErrBodyDropped).
 //
 // # Publishing
 //

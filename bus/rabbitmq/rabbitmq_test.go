@@ -83,6 +83,34 @@ func open(t testing.TB, cfg Config) *Bus {
 
 func exchange() string { return "rt-" + uuid.NewString()[:8] }
 
+// publishRaw publishes msg as a producer without the bus would (the
+// default exchange, "", routes by queue name), and waits for the
+// broker's confirmation.
+func publishRaw(t *testing.T, url, exchange, key string, msg amqp.Publishing) {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	conf, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := conf.WaitContext(ctx); !ok || err != nil {
+		t.Fatalf("raw publish not confirmed: %v, %v", ok, err)
+	}
+}
+
 func TestConformance(t *testing.T) {
 	url := amqpURL(t)
 	// Persistence is not declared: a group's queue exists from its first
@@ -247,26 +275,8 @@ func TestDeadLetters(t *testing.T) {
 		// The routing key is what the group is bound to; the header is the
 		// copy a producer can get wrong.
 		Inject: func(t *testing.T, cfg bustest.Config, body []byte, typeField, key string) {
-			conn, err := amqp.Dial(url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			ch, err := conn.Channel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := ch.Confirm(false); err != nil {
-				t.Fatal(err)
-			}
-			conf, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), cfg.Namespace, "BustestAgg.BustestPing", true, false,
+			publishRaw(t, url, cfg.Namespace, "BustestAgg.BustestPing",
 				amqp.Publishing{Headers: amqp.Table{hEventType: typeField, hAggID: key}, Body: body})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ok, err := conf.WaitContext(context.Background()); !ok || err != nil {
-				t.Fatalf("raw publish not confirmed: %v, %v", ok, err)
-			}
 		},
 	}, func(t *testing.T, cfg bustest.Config) bustest.DeadLetterBus {
 		c := Config{URL: url, Registry: cfg.Registry, Exchange: cfg.Namespace, Group: cfg.Group, Retry: fastRetry}

@@ -1,9 +1,7 @@
 package rabbitmq
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -27,33 +25,12 @@ func TestUpcastsOldMessages(t *testing.T) {
 	}
 	bustest.Start(t, b)
 
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	for _, m := range bustest.OldMessages("item-1") {
 		exchange, key := cfg.Exchange, "Item."+m.Type
 		if m.Type != "PriceChanged" {
 			exchange, key = "", b.names.Queue // the default exchange routes by queue name
 		}
-		conf, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false,
-			amqp.Publishing{Headers: amqp.Table{hEventType: m.Type, hAggID: "item-1"}, Body: m.Body})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok, err := conf.WaitContext(ctx); !ok || err != nil {
-			t.Fatalf("raw publish not confirmed: %v, %v", ok, err)
-		}
+		publishRaw(t, url, exchange, key, amqp.Publishing{Headers: amqp.Table{hEventType: m.Type, hAggID: "item-1"}, Body: m.Body})
 	}
 	bustest.CheckUpcastDelivery(t, rec, b.DeadLetters())
 }

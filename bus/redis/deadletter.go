@@ -56,10 +56,19 @@ func (s settler) Ack(ctx context.Context, msgs []consumer.Message) error {
 	return err
 }
 
+// origin is where a replayed entry's event was first read, from the fields
+// the replay copied from its record: a replay dead-lettered again keeps
+// pointing at the original bytes, not at the replay stream's entry, which
+// is deleted when settled.
+type origin struct{ source, id string }
+
 // DeadLetter appends the record to the group's dead-letter stream and
 // acks the entry in one MULTI, so it is never both pending and dead.
 func (s settler) DeadLetter(ctx context.Context, msg consumer.Message, rec consumer.DeadLetter) error {
 	b := s.b
+	if o, ok := msg.Ref.(origin); ok {
+		rec.Source, rec.SourceID = o.source, o.id
+	}
 	handlers, _ := json.Marshal(rec.Handlers)
 	if rec.Handlers == nil {
 		handlers = []byte("[]")
@@ -103,19 +112,35 @@ func decodeHandlers(s string) []string {
 // admin is the dead-letter admin API of one group.
 type admin struct{ b *Bus }
 
-// replayScript moves one dead letter, every field kept, to the group's
-// replay stream; in a script so that two admins replaying the same record
-// cannot both deliver it.
+// replayScript moves one dead letter (ARGV[1]), every field kept, to the
+// group's replay stream, unless it has the dropped-size field (ARGV[2]);
+// in a script so that two admins replaying the same record cannot both
+// deliver it. It returns one of the replay results below.
 var replayScript = goredis.NewScript(`
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #e == 0 then return 0 end
 local fields = e[1][2]
+for i = 1, #fields, 2 do
+  if fields[i] == ARGV[2] then return 2 end
+end
 table.insert(fields, 'dlq_id')
 table.insert(fields, ARGV[1])
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XDEL', KEYS[1], ARGV[1])
 return 1
 `)
+
+// What replayScript did.
+const (
+	replayNotFound    = 0
+	replayMoved       = 1
+	replayBodyDropped = 2 // left in place: there are no bytes to deliver
+)
+
+// replayArgs are replayScript's keys and arguments for the record id.
+func (a admin) replayArgs(id string) (keys []string, args []any) {
+	return []string{a.b.keys.dlq, a.b.keys.replay}, []any{id, fieldDroppedSize}
+}
 
 func (a admin) List(ctx context.Context, after string, limit int) ([]consumer.DeadLetter, error) {
 	start := "-"
@@ -163,12 +188,16 @@ func (a admin) Count(ctx context.Context) (int64, error) {
 }
 
 func (a admin) Replay(ctx context.Context, id string) error {
-	n, err := replayScript.Run(ctx, a.b.client, []string{a.b.keys.dlq, a.b.keys.replay}, id).Int()
+	keys, args := a.replayArgs(id)
+	n, err := replayScript.Run(ctx, a.b.client, keys, args...).Int()
 	if err != nil {
 		return fmt.Errorf("redis bus: replay dead letter %s: %w", id, err)
 	}
-	if n == 0 {
+	switch n {
+	case replayNotFound:
 		return fmt.Errorf("redis bus: dead letter %s of group %q: %w", id, a.b.cfg.Group, eventsource.ErrNotFound)
+	case replayBodyDropped:
+		return fmt.Errorf("redis bus: dead letter %s of group %q: %w", id, a.b.cfg.Group, consumer.ErrBodyDropped)
 	}
 	return nil
 }
@@ -185,8 +214,10 @@ func (a admin) ReplayAll(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("redis bus: replay dead letters: %w", err)
 	}
 	replayed := 0
-	for {
-		msgs, err := a.b.client.XRangeN(ctx, a.b.keys.dlq, "-", end, 100).Result()
+	// Records without their body stay, so each page starts after the last
+	// one examined rather than at the oldest left.
+	for start := "-"; ; {
+		msgs, err := a.b.client.XRangeN(ctx, a.b.keys.dlq, start, end, 100).Result()
 		if err != nil {
 			return replayed, fmt.Errorf("redis bus: replay dead letters: %w", err)
 		}
@@ -195,18 +226,20 @@ func (a admin) ReplayAll(ctx context.Context) (int, error) {
 		}
 		cmds, err := a.b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, m := range msgs {
-				replayScript.EvalSha(ctx, p, []string{a.b.keys.dlq, a.b.keys.replay}, m.ID)
+				keys, args := a.replayArgs(m.ID)
+				replayScript.EvalSha(ctx, p, keys, args...)
 			}
 			return nil
 		})
 		for _, c := range cmds {
-			if n, _ := c.(*goredis.Cmd).Int(); n == 1 {
+			if n, _ := c.(*goredis.Cmd).Int(); n == replayMoved {
 				replayed++
 			}
 		}
 		if err != nil {
 			return replayed, fmt.Errorf("redis bus: replay dead letters: %w", err)
 		}
+		start = "(" + msgs[len(msgs)-1].ID
 	}
 }
 

@@ -1,4 +1,5 @@
 // Package redis is the Redis Streams bus (github.com/redis/go-redis/v9).
+// It needs Redis 6.2 or later (XAUTOCLAIM, exclusive XRANGE bounds).
 //
 // # Layout
 //
@@ -23,9 +24,12 @@
 // group's dead-letter stream with the same fields plus reason (malformed,
 // unknown_type or max_retries), error, attempts, group, handlers (JSON
 // array of the subscriptions that failed), time (RFC 3339), source and
-// source_id (the stream and entry it came from), and dropped_size when
-// Redis refused the record with its envelope and it was stored without it. Replay moves the entry,
-// all fields kept, to the group's replay stream, atomically.
+// source_id (the stream and entry it came from; a replayed event that
+// fails again keeps those of its first record), and dropped_size when
+// Redis refused the record with its envelope and it was stored without
+// it. Replay moves the entry, all fields kept, to the group's replay
+// stream, atomically; an entry with dropped_size stays, having nothing to
+// deliver (consumer.ErrBodyDropped).
 //
 // # Consuming
 //

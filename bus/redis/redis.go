@@ -264,7 +264,7 @@ func (b *Bus) readLoop() {
 		for _, s := range streams {
 			msgs := make([]consumer.Message, len(s.Messages))
 			for i, m := range s.Messages {
-				msgs[i] = toMessage(s.Stream, m, 1)
+				msgs[i] = b.toMessage(s.Stream, m, 1)
 			}
 			if _, err := b.dispatch(ctx, msgs); err != nil {
 				return // closing: the rest stays pending for a claim
@@ -324,7 +324,7 @@ func (b *Bus) claim(ctx context.Context, stream string) error {
 			}
 			batch := make([]consumer.Message, len(msgs))
 			for i, m := range msgs {
-				batch[i] = toMessage(stream, m, counts[m.ID])
+				batch[i] = b.toMessage(stream, m, counts[m.ID])
 			}
 			n, err := b.dispatch(ctx, batch)
 			if n > 0 {
@@ -365,8 +365,9 @@ func (b *Bus) deliveryCounts(ctx context.Context, stream string, msgs []goredis.
 	return counts, nil
 }
 
-// toMessage turns a stream entry into a dispatcher message.
-func toMessage(stream string, m goredis.XMessage, attempt int) consumer.Message {
+// toMessage turns a stream entry into a dispatcher message. A replay
+// entry carries its record's fields, the origin among them.
+func (b *Bus) toMessage(stream string, m goredis.XMessage, attempt int) consumer.Message {
 	msg := consumer.Message{Source: stream, ID: m.ID, Attempt: attempt}
 	msg.Key, _ = m.Values[fieldAggID].(string)
 	msg.Type, _ = m.Values[fieldType].(string)
@@ -375,6 +376,10 @@ func toMessage(stream string, m goredis.XMessage, attempt int) consumer.Message 
 	}
 	if h, ok := m.Values[fieldHandlers].(string); ok && h != "" {
 		msg.Handlers = decodeHandlers(h)
+	}
+	if src, _ := m.Values[fieldSource].(string); src != "" && stream == b.keys.replay {
+		id, _ := m.Values[fieldSourceID].(string)
+		msg.Ref = origin{source: src, id: id}
 	}
 	return msg
 }

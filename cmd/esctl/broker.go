@@ -170,7 +170,11 @@ func redactedBrokers(s string) string {
 	return strings.Join(out, ",")
 }
 
-// consumerDeadLetter and errNotFound are short names for the console.
+// consumerDeadLetter, errNotFound and errBodyDropped are short names for
+// the console.
 type consumerDeadLetter = consumer.DeadLetter
 
-var errNotFound = eventsource.ErrNotFound
+var (
+	errNotFound    = eventsource.ErrNotFound
+	errBodyDropped = consumer.ErrBodyDropped
+)

@@ -396,8 +396,11 @@ func (c *console) writeAPI(w http.ResponseWriter, status int, v any) {
 
 func (c *console) apiError(w http.ResponseWriter, err error) {
 	status := http.StatusInternalServerError
-	if errors.Is(err, errNotFound) {
+	switch {
+	case errors.Is(err, errNotFound):
 		status = http.StatusNotFound
+	case errors.Is(err, errBodyDropped): // the record is fine, it cannot be replayed
+		status = http.StatusConflict
 	}
 	c.writeAPI(w, status, map[string]string{"error": err.Error()})
 }
