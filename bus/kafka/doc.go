@@ -29,7 +29,8 @@
 // (malformed, unknown_type, max_retries, type_mismatch, unknown_handler or
 // retry_refused), es-error, es-attempts, es-group, es-handlers, es-time
 // (RFC 3339) and the origin headers; its key, "topic:partition:offset" of
-// the origin, is its ID in the admin API. A record the client or broker
+// the message last consumed (the events or the retry topic), is its ID in
+// the admin API. A record the client or broker
 // refuses for its size is stored without the original value, with
 // es-dropped-size: the origin headers say where the bytes are. Such
 // refusals are never retried, so one oversized record cannot stall a

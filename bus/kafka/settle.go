@@ -99,8 +99,13 @@ func (s settler) Reschedule(ctx context.Context, msg consumer.Message, r consume
 	return nil
 }
 
-// DeadLetter writes the record to the group's dead-letter topic, keyed by
-// the event's origin, then settles the original.
+// DeadLetter writes the record to the group's dead-letter topic, then
+// settles the original. The record's key (its ID) is the position of the
+// message consumed: the same message dead-lettered twice (a redelivery)
+// makes one record, while a replay, a new message, makes a new one. Keyed
+// by the event's origin instead, a replay dead-lettered again before the
+// replay's tombstone was written shared the tombstone's key: the fold
+// hid the new record and compaction would delete it.
 func (s settler) DeadLetter(ctx context.Context, msg consumer.Message, rec consumer.DeadLetter) error {
 	b := s.b
 	rf := msg.Ref.(ref)
@@ -133,7 +138,8 @@ func (s settler) DeadLetter(ctx context.Context, msg consumer.Message, rec consu
 	if body == nil {
 		body = []byte{} // a nil value would be a Kafka tombstone
 	}
-	err := b.writer.WriteMessages(ctx, kafkago.Message{Topic: b.cfg.dlqTopic(), Key: []byte(recordID(topic, part, off)), Value: body, Headers: hs})
+	id := recordID(rf.p.topic, strconv.Itoa(rf.p.id), strconv.FormatInt(rf.offset, 10))
+	err := b.writer.WriteMessages(ctx, kafkago.Message{Topic: b.cfg.dlqTopic(), Key: []byte(id), Value: body, Headers: hs})
 	if err != nil {
 		return fmt.Errorf("kafka bus: write to dead-letter topic: %w", refusal(err))
 	}
