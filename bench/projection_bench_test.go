@@ -3,14 +3,11 @@ package bench
 import (
 	"context"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/eventstore"
@@ -191,39 +188,9 @@ func openPostgresPair(b *testing.B) (*postgres.Store, *postgres.Store) {
 	url := testenv.URL(b, "EVENTSOURCE_POSTGRES_URL",
 		"start PostgreSQL and set EVENTSOURCE_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable to run the PostgreSQL benchmarks")
 	ctx := context.Background()
-	schema := "bench_" + strings.ReplaceAll(uuid.NewString()[:13], "-", "_")
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatalf("connect to %s: %v", url, err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, url)
-		if err != nil {
-			b.Errorf("cleanup: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			b.Errorf("cleanup: %v", err)
-		}
-	})
+	schema := testenv.PostgresSchema(b, url, "bench_")
 	open := func() *postgres.Store {
-		cfg, err := pgxpool.ParseConfig(url)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cfg.ConnConfig.RuntimeParams["search_path"] = schema
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(pool.Close)
+		pool := testenv.PostgresPool(b, url, schema)
 		if err := postgres.Migrate(ctx, pool); err != nil {
 			b.Fatal(err)
 		}

@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/aggregate"
@@ -58,38 +55,7 @@ func openPostgresBench(b *testing.B) *postgres.Store {
 	url := testenv.URL(b, "EVENTSOURCE_POSTGRES_URL",
 		"start PostgreSQL and set EVENTSOURCE_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable to run the PostgreSQL benchmarks")
 	ctx := context.Background()
-	schema := "bench_" + strings.ReplaceAll(uuid.NewString()[:13], "-", "_")
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatalf("connect to %s: %v", url, err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, url)
-		if err != nil {
-			b.Errorf("cleanup: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			b.Errorf("cleanup: %v", err)
-		}
-	})
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(pool.Close) // registered last, so it runs before the DROP
+	pool := testenv.PostgresPool(b, url, testenv.PostgresSchema(b, url, "bench_"))
 	if err := postgres.Migrate(ctx, pool); err != nil {
 		b.Fatal(err)
 	}

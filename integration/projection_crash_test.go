@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/eventsource-go/eventsource/eventstore"
 	"github.com/eventsource-go/eventsource/eventstore/postgres"
 	"github.com/eventsource-go/eventsource/eventstore/sqlite"
+	"github.com/eventsource-go/eventsource/internal/testenv"
 	"github.com/eventsource-go/eventsource/projection"
 )
 
@@ -142,33 +141,6 @@ func openSchemaPool(ctx context.Context, url, schema string) (*pgxpool.Pool, err
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
-// newPostgresSchema creates a schema for the test on url, dropped (with
-// everything in it) when the test ends.
-func newPostgresSchema(t *testing.T, url string) string {
-	t.Helper()
-	schema := "it_" + strings.ReplaceAll(uuid.NewString()[:13], "-", "_")
-	exec := func(ctx context.Context, stmt string) error {
-		conn, err := pgx.Connect(ctx, url)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.Background())
-		_, err = conn.Exec(ctx, stmt)
-		return err
-	}
-	if err := exec(t.Context(), "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return schema
-}
-
 // projectionSQLHelper runs the SQL projection "totals" over the shared
 // store until killed; HELPER_LEASE=1 runs it under the store's lease.
 func projectionSQLHelper() int {
@@ -213,7 +185,7 @@ func newProjEnv(t *testing.T, b projBackend) *projEnv {
 	switch b {
 	case projPostgres:
 		url := postgresURL(t)
-		env = append(env, "HELPER_PG_URL="+url, "HELPER_PG_SCHEMA="+newPostgresSchema(t, url))
+		env = append(env, "HELPER_PG_URL="+url, "HELPER_PG_SCHEMA="+testenv.PostgresSchema(t, url, "it_"))
 	default:
 		env = append(env, "HELPER_DB="+filepath.Join(t.TempDir(), "events.db"))
 	}

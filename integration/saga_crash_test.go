@@ -16,6 +16,7 @@ import (
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/eventstore"
 	"github.com/eventsource-go/eventsource/eventstore/postgres"
+	"github.com/eventsource-go/eventsource/internal/testenv"
 	"github.com/eventsource-go/eventsource/saga"
 )
 
@@ -183,7 +184,7 @@ func TestSagaTwoProcessesKill9(t *testing.T) {
 	)
 	ctx := t.Context()
 	url := postgresURL(t)
-	schema := newPostgresSchema(t, url)
+	schema := testenv.PostgresSchema(t, url, "it_")
 	pool, err := openSchemaPool(ctx, url, schema)
 	if err != nil {
 		t.Fatal(err)

@@ -4,12 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventsource-go/eventsource/internal/testenv"
@@ -359,37 +356,6 @@ func checkMigration(t *testing.T, skew time.Duration, open func(*testing.T) saga
 // dropped when it ends, for tables a test creates by hand.
 func postgresSchemaPool(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	ctx := context.Background()
 	url := testenv.URL(t, "EVENTSOURCE_POSTGRES_URL", "set it to a PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	schema := "saga_test_" + strings.ReplaceAll(uuid.NewString()[:13], "-", "_")
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close) // before the schema's cleanup, registered earlier
-	return pool
+	return testenv.PostgresPool(t, url, testenv.PostgresSchema(t, url, "saga_test_"))
 }

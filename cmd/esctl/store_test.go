@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventsource-go/eventsource"
@@ -69,18 +68,7 @@ func storeCases(t *testing.T) map[string]func(t *testing.T) (storeUnderTest, []s
 		"postgres": func(t *testing.T) (storeUnderTest, []string) {
 			raw := testenv.URL(t, "EVENTSOURCE_POSTGRES_URL", "set EVENTSOURCE_POSTGRES_URL or run PostgreSQL on :5432")
 			ctx := context.Background()
-			schema := strings.ReplaceAll(unique("esctl"), "-", "_")
-			conn, err := pgx.Connect(ctx, raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-				_ = conn.Close(context.Background())
-			})
+			schema := testenv.PostgresSchema(t, raw, "esctl_")
 			u, err := url.Parse(raw)
 			if err != nil {
 				t.Fatal(err)

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventsource-go/eventsource"
@@ -29,47 +27,13 @@ const howTo = "set it to a PostgreSQL URL to run these tests, e.g. " +
 func newSchema(t testing.TB) (url, schema string) {
 	t.Helper()
 	url = testenv.URL(t, "EVENTSOURCE_POSTGRES_URL", howTo)
-	schema = "eventstore_test_" + strings.ReplaceAll(uuid.NewString()[:13], "-", "_")
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", url, err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	return url, schema
+	return url, testenv.PostgresSchema(t, url, "eventstore_test_")
 }
 
-// newPool opens a pool whose search_path is schema; it is closed when the
-// test ends (registered after the schema's cleanup, so it runs before it).
+// newPool opens a pool whose search_path is schema, closed when the test
+// ends.
 func newPool(t testing.TB, url, schema string) *pgxpool.Pool {
-	t.Helper()
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
+	return testenv.PostgresPool(t, url, schema)
 }
 
 // newStore returns a store in a fresh, migrated schema, and its pool.
