@@ -156,19 +156,7 @@ func (s *PostgresStore) Save(ctx context.Context, inst *Instance) error {
 // PurgeEnded implements Purger.
 func (s *PostgresStore) PurgeEnded(ctx context.Context, saga string, endedBefore time.Time) (int64, error) {
 	before := ceilMilli(endedBefore)
-	var total int64
-	for {
-		n, err := s.purgeChunk(ctx, saga, before)
-		total += n
-		if err != nil {
-			return total, fmt.Errorf("saga: purge ended instances of %s: %w", saga, err)
-		}
-		// A short chunk ends it, so that it never spins on rows that
-		// stay locked.
-		if n < int64(s.chunk) {
-			return total, nil
-		}
-	}
+	return purgeInChunks(saga, s.chunk, func() (int64, error) { return s.purgeChunk(ctx, saga, before) })
 }
 
 // purgeChunk deletes up to s.chunk ended instances and their deadlines in

@@ -212,18 +212,7 @@ func (s *SQLiteStore) Save(ctx context.Context, inst *Instance) (err error) {
 // PurgeEnded implements Purger.
 func (s *SQLiteStore) PurgeEnded(ctx context.Context, saga string, endedBefore time.Time) (int64, error) {
 	before := ceilMilli(endedBefore).UnixMilli()
-	var total int64
-	for {
-		n, err := s.purgeChunk(ctx, saga, before)
-		total += n
-		if err != nil {
-			return total, fmt.Errorf("saga: purge ended instances of %s: %w", saga, err)
-		}
-		// A short chunk ends it: nothing more is due.
-		if n < int64(s.chunk) {
-			return total, nil
-		}
-	}
+	return purgeInChunks(saga, s.chunk, func() (int64, error) { return s.purgeChunk(ctx, saga, before) })
 }
 
 // purgeChunk deletes up to s.chunk ended instances and their

@@ -227,6 +227,24 @@ func (inst *Instance) indexed() []Deadline {
 	})
 }
 
+// purgeInChunks runs purgeChunk, which deletes up to chunk instances in a
+// transaction of its own, until a chunk comes back short: nothing more is
+// due, or what is left is locked (PostgreSQL's SKIP LOCKED), which the
+// loop must not spin on. It returns how many were deleted in all.
+func purgeInChunks(saga string, chunk int, purgeChunk func() (int64, error)) (int64, error) {
+	var total int64
+	for {
+		n, err := purgeChunk()
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("saga: purge ended instances of %s: %w", saga, err)
+		}
+		if n < int64(chunk) {
+			return total, nil
+		}
+	}
+}
+
 // endTime is the time Save records for inst: none while it runs, else
 // EndedAt or, when the caller left it zero, now. It is cut to the
 // millisecond, the precision of the SQLite column, so that every store
