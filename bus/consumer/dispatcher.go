@@ -312,14 +312,7 @@ func (w *worker) run() {
 				w.d.release(batch)
 				continue
 			}
-			for i, it := range batch {
-				// Close may give up while an event of the batch cannot be
-				// settled, and release it: its aggregate's later events
-				// must not be handled ahead of it.
-				if w.d.ctx.Err() != nil {
-					w.d.release(batch[i:])
-					break
-				}
+			for _, it := range batch {
 				if q, blocked := w.held[it.key]; blocked {
 					w.held[it.key] = append(q, it)
 					continue
@@ -351,6 +344,13 @@ func (w *worker) flushAcks() {
 // reports whether it was parked for a retry.
 func (w *worker) process(it *item) (parked bool) {
 	d := w.d
+	// Close gave up: hand it back without running it. An event released
+	// because it could not be settled is then not overtaken by its
+	// aggregate's later events of the same batch or held queue.
+	if d.ctx.Err() != nil {
+		d.release([]*item{it})
+		return false
+	}
 	if it.unwanted && !it.decoded {
 		// Read the envelope's type only, not the payload: a message that
 		// is not for this group costs little.
@@ -462,10 +462,6 @@ func (w *worker) retryDue() {
 	now := time.Now()
 	for len(w.waiting) > 0 && !w.waiting[0].due.After(now) {
 		it := heap.Pop(&w.waiting).(*item)
-		if w.d.ctx.Err() != nil {
-			w.d.release([]*item{it})
-			continue
-		}
 		if !w.process(it) {
 			w.runHeld(it.key)
 		}
@@ -478,10 +474,6 @@ func (w *worker) runHeld(key string) {
 	q := w.held[key]
 	delete(w.held, key)
 	for i, it := range q {
-		if w.d.ctx.Err() != nil { // Close gave up: as in run's batch loop
-			w.d.release(q[i:])
-			return
-		}
 		if w.process(it) {
 			w.held[key] = append(w.held[key], q[i+1:]...)
 			return
