@@ -59,15 +59,32 @@ func NewEnvelope(e Event) Envelope {
 
 type metadataKey struct{}
 
+// metadataCtx carries Metadata in one allocation: context.WithValue would
+// box the struct apart from its node, and every handler run on a broker
+// bus makes one of these.
+type metadataCtx struct {
+	context.Context
+	md Metadata
+}
+
+func (c *metadataCtx) Value(key any) any {
+	if key == (metadataKey{}) {
+		return &c.md // a pointer boxes without allocating
+	}
+	return c.Context.Value(key)
+}
+
 // WithMetadata returns a context that carries md; the repository stamps it
 // on the events it saves, so a command handler can pass correlation and
 // trace IDs through without touching the aggregate.
 func WithMetadata(ctx context.Context, md Metadata) context.Context {
-	return context.WithValue(ctx, metadataKey{}, md)
+	return &metadataCtx{ctx, md}
 }
 
 // MetadataFrom returns the metadata carried by ctx, if any.
 func MetadataFrom(ctx context.Context) (Metadata, bool) {
-	md, ok := ctx.Value(metadataKey{}).(Metadata)
-	return md, ok
+	if md, ok := ctx.Value(metadataKey{}).(*Metadata); ok {
+		return *md, true
+	}
+	return Metadata{}, false
 }
