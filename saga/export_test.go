@@ -30,3 +30,10 @@ func PurgeOneChunk(ctx context.Context, s Store, saga string, endedBefore time.T
 	}
 	return 0, false, nil
 }
+
+// MemoryClaims returns how many deadline claims m keeps.
+func MemoryClaims(m *MemoryStore) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.claims)
+}

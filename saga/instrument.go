@@ -41,7 +41,7 @@ func (r *Runner[S]) followHandler() bus.Handler {
 
 // observedFire is fire, reported to the runner's DeadlineObserver.
 func (r *Runner[S]) observedFire(ctx context.Context, d Deadline) (bool, error) {
-	if r.cfg.deadlines == nil || d.Name == outboxDeadline {
+	if r.cfg.deadlines == nil || isOutboxRow(d) {
 		return r.fire(ctx, d)
 	}
 	ctx, end := r.cfg.deadlines.StartDeadline(ctx, r.saga.name, d.Instance, d.Name)

@@ -91,9 +91,24 @@ func Subscribe[S any](b bus.Bus, r *Runner[S], opts ...bus.SubscribeOption) (bus
 }
 
 // Follow feeds the runner from the store through f (its Name is the
-// checkpoint's) until ctx ends; see eventstore.Follower.Follow.
+// checkpoint's) until ctx ends; see eventstore.Follower.Follow. A failure
+// is retried with f's backoff, except a permanent one (bus.ErrPermanent:
+// an event that maps to no instance, a state that no longer decodes): that
+// event is logged at error level and skipped, as a bus dead-letters it,
+// since retrying it would stop the saga for good. It stays in the store;
+// resetting f's checkpoint delivers it again (redeliveries of the others
+// have no effect).
 func (r *Runner[S]) Follow(ctx context.Context, f *eventstore.Follower, interval time.Duration) error {
-	return f.Follow(ctx, interval, r.followHandler().Handle)
+	h := r.followHandler()
+	return f.Follow(ctx, interval, func(ctx context.Context, env eventsource.Envelope) error {
+		err := h.Handle(ctx, env)
+		if errors.Is(err, bus.ErrPermanent) {
+			r.cfg.logger.ErrorContext(ctx, "saga: event skipped, it cannot be handled", "saga", r.saga.name,
+				"event_type", env.Type, "event_id", env.ID.String(), "position", env.Position, "error", err)
+			return nil
+		}
+		return err
+	})
 }
 
 // Handle delivers one event: a bus.Handler and a Follower's function. An
@@ -104,7 +119,10 @@ func (r *Runner[S]) Handle(ctx context.Context, env eventsource.Envelope) error 
 	if !ok {
 		return nil
 	}
-	id := h.associate(env)
+	id, err := h.associate(env)
+	if err != nil {
+		return bus.Permanent(fmt.Errorf("saga %s: %w", r.saga.name, err))
+	}
 	if id == "" {
 		return bus.Permanent(fmt.Errorf("saga %s: %s %s maps to no instance", r.saga.name, env.Type, env.ID))
 	}
@@ -147,12 +165,13 @@ func (r *Runner[S]) deliver(ctx context.Context, id, deliveryID string, starts b
 			return err
 		}
 		switch {
-		case inst.Version == 0 && !starts, inst.Ended:
-			return nil
 		case slices.Contains(inst.Processed, deliveryID):
 			// A redelivery: its effects are recorded; finish what a
-			// crash may have left undispatched.
+			// crash or a failed dispatch left undispatched, also when
+			// the delivery ended the instance.
 			return r.redispatch(ctx, inst, deliveryID)
+		case inst.Version == 0 && !starts, inst.Ended:
+			return nil
 		}
 		var state S
 		if len(inst.State) > 0 {
@@ -161,7 +180,7 @@ func (r *Runner[S]) deliver(ctx context.Context, id, deliveryID string, starts b
 			}
 		}
 		sc := &Scope[S]{State: &state, id: id, now: r.cfg.clock()}
-		if err := run(ctx, &inst, sc); errors.Is(err, errSkip) {
+		if err := r.runSafely(ctx, run, &inst, sc); errors.Is(err, errSkip) {
 			return nil
 		} else if err != nil {
 			return err
@@ -191,6 +210,28 @@ func (r *Runner[S]) deliver(ctx context.Context, id, deliveryID string, starts b
 		}
 		return r.dispatchClaimed(ctx, inst, own)
 	}
+}
+
+// runSafely runs a delivery's handler, turning a panic into an error:
+// RunDeadlines and Follow have no bus to recover it, and a deadline whose
+// handler panics would take every runner's process down in turn.
+func (r *Runner[S]) runSafely(ctx context.Context, run func(context.Context, *Instance, *Scope[S]) error,
+	inst *Instance, sc *Scope[S]) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = panicError(fmt.Sprintf("saga %s: handler of %s panicked", r.saga.name, inst.ID), p)
+		}
+	}()
+	return run(ctx, inst, sc)
+}
+
+// panicError is an error for a recovered panic value p, wrapping it when
+// it is an error.
+func panicError(what string, p any) error {
+	if err, ok := p.(error); ok {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%s: %v", what, p)
 }
 
 // apply records a handler's effects on inst.
@@ -258,13 +299,18 @@ func (r *Runner[S]) dispatchClaimed(ctx context.Context, inst Instance, ids []st
 		if !slices.Contains(ids, cmd.ID) {
 			continue
 		}
-		if err := r.dispatch.Dispatch(ctx, cmd); err != nil {
+		if err := r.dispatchSafely(ctx, cmd); err != nil {
 			failed = fmt.Errorf("saga %s: dispatch %s %s: %w", r.saga.name, cmd.Type, cmd.ID, err)
 			break
 		}
 		done = append(done, cmd.ID)
 	}
-	err := r.update(ctx, inst, func(inst *Instance) bool {
+	// Recorded even when ctx has ended (a bus closing): else what was
+	// dispatched would be dispatched again once the claim expires, and
+	// what failed would stay claimed, skipped by the event's redelivery.
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outboxUpdateTimeout)
+	defer cancel()
+	err := r.update(uctx, inst, func(inst *Instance) bool {
 		changed := false
 		inst.Outbox = slices.DeleteFunc(slices.Clone(inst.Outbox), func(p PendingCommand) bool {
 			changed = changed || slices.Contains(done, p.ID)
@@ -278,6 +324,21 @@ func (r *Runner[S]) dispatchClaimed(ctx context.Context, inst Instance, ids []st
 		return changed
 	})
 	return errors.Join(failed, err)
+}
+
+// outboxUpdateTimeout bounds the write that records a dispatch's outcome,
+// which does not inherit the delivery's ctx.
+const outboxUpdateTimeout = 5 * time.Second
+
+// dispatchSafely dispatches cmd, turning a panic into an error, so that
+// the command is released like any failed one.
+func (r *Runner[S]) dispatchSafely(ctx context.Context, cmd PendingCommand) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = panicError("dispatcher panicked", p)
+		}
+	}()
+	return r.dispatch.Dispatch(ctx, cmd)
 }
 
 // update applies change to inst and saves it, reloading and applying it
@@ -366,7 +427,7 @@ func (r *Runner[S]) FireDue(ctx context.Context) (int, error) {
 
 // fire delivers deadline d to its instance, if the instance still has it.
 func (r *Runner[S]) fire(ctx context.Context, d Deadline) (bool, error) {
-	if d.Name == outboxDeadline {
+	if isOutboxRow(d) {
 		inst, err := r.store.Load(ctx, r.saga.name, d.Instance)
 		if err != nil {
 			return false, err
@@ -376,6 +437,9 @@ func (r *Runner[S]) fire(ctx context.Context, d Deadline) (bool, error) {
 	fn, ok := r.saga.deadlines[d.Name]
 	fired := false
 	err := r.deliver(ctx, d.Instance, d.ID, false, func(ctx context.Context, inst *Instance, sc *Scope[S]) error {
+		// An attempt after a conflict may find that another runner
+		// fired it: only the committed attempt counts.
+		fired = false
 		i := slices.IndexFunc(inst.Deadlines, func(x Deadline) bool { return x.ID == d.ID })
 		if i < 0 {
 			return errSkip // fired or cancelled meanwhile

@@ -19,7 +19,7 @@ type Saga[S any] struct {
 }
 
 type eventHandler[S any] struct {
-	associate func(env eventsource.Envelope) string
+	associate func(env eventsource.Envelope) (string, error)
 	starts    bool
 	ends      bool
 	handle    func(ctx context.Context, sc *Scope[S], env eventsource.Envelope) error
@@ -82,11 +82,12 @@ func On[E eventsource.Event, S any](s *Saga[S], associate func(e E) string,
 		o(&c)
 	}
 	s.handlers[name] = eventHandler[S]{
-		associate: func(env eventsource.Envelope) string {
-			if e, ok := env.Event.(E); ok {
-				return associate(e)
+		associate: func(env eventsource.Envelope) (string, error) {
+			e, ok := env.Event.(E)
+			if !ok {
+				return "", fmt.Errorf("%w: %s payload is %T, the saga expects %T", eventsource.ErrInvalidEvent, env.Type, env.Event, e)
 			}
-			return ""
+			return associate(e), nil
 		},
 		starts: c.starts,
 		ends:   c.ends,

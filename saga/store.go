@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -178,6 +180,9 @@ func (m *MemoryStore) PurgeEnded(_ context.Context, saga string, endedBefore tim
 func (m *MemoryStore) ClaimDue(_ context.Context, saga string, now time.Time, hold time.Duration, limit int) ([]Deadline, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// An expired claim is as good as none: dropping it keeps the map to
+	// the claims held now, not one per deadline ever fired.
+	maps.DeleteFunc(m.claims, func(_ string, until time.Time) bool { return !until.After(now) })
 	var due []Deadline
 	for key, row := range m.instances {
 		if key[0] != saga {
@@ -208,6 +213,17 @@ func (m *MemoryStore) ClaimDue(_ context.Context, saga string, now time.Time, ho
 // runner's RunDeadlines dispatches what a crashed or failed dispatch left.
 const outboxDeadline = "saga.outbox"
 
+// outboxRowPrefix starts the ID of an outbox's row, which the deadlines a
+// handler schedules (UUIDs) never do.
+const outboxRowPrefix = "outbox/"
+
+// isOutboxRow reports whether d is the row indexed() adds for an outbox,
+// not a deadline a handler scheduled under the reserved name (which has
+// no handler and is dropped when due).
+func isOutboxRow(d Deadline) bool {
+	return d.Name == outboxDeadline && strings.HasPrefix(d.ID, outboxRowPrefix)
+}
+
 // indexed returns the deadlines the store indexes for inst: its own, and
 // one for its outbox while it has one.
 func (inst *Instance) indexed() []Deadline {
@@ -222,7 +238,7 @@ func (inst *Instance) indexed() []Deadline {
 		}
 	}
 	return append(slices.Clone(ds), Deadline{
-		ID:   fmt.Sprintf("outbox/%s/%s/%d", inst.Saga, inst.ID, due.UnixMilli()),
+		ID:   fmt.Sprintf("%s%s/%s/%d", outboxRowPrefix, inst.Saga, inst.ID, due.UnixMilli()),
 		Saga: inst.Saga, Instance: inst.ID, Name: outboxDeadline, Due: due,
 	})
 }

@@ -3,6 +3,8 @@ package saga_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/eventsource-go/eventsource/aggregate"
 	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/eventstore"
+	"github.com/eventsource-go/eventsource/internal/testenv"
 	"github.com/eventsource-go/eventsource/repository"
 	"github.com/eventsource-go/eventsource/saga"
 )
@@ -161,5 +164,43 @@ func TestRunDeadlinesDispatchesWhatAFailedDispatchLeft(t *testing.T) {
 				t.Fatalf("%d Pings, want 1", got)
 			}
 		})
+	}
+}
+
+// TestFollowSkipsPermanentFailures: an event the saga can never handle (it
+// maps to no instance) does not wedge a runner fed from the store: it is
+// logged and skipped, as a bus dead-letters it, and the events after it
+// are handled.
+func TestFollowSkipsPermanentFailures(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := eventstore.NewMemory()
+	var events []eventsource.Envelope
+	for i, e := range []eventsource.Event{Opened{Case: ""}, Opened{Case: "good"}} {
+		en := eventsource.NewEnvelope(e)
+		en.AggregateType, en.AggregateID, en.Version = "Case", "src", int64(i+1)
+		events = append(events, en)
+	}
+	if _, err := store.Append(ctx, eventsource.StreamID("Case", "src"), 0, events); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	var logs testenv.Buffer
+	r := saga.NewRunner(newCaseSaga("skip"), saga.NewMemoryStore(), rec,
+		saga.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	f := &eventstore.Follower{Name: "saga:skip", Store: store, Checkpoints: eventstore.NewMemoryCheckpoints(),
+		RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
+	done := make(chan error, 1)
+	go func() { done <- r.Follow(ctx, f, 5*time.Millisecond) }()
+	waitUntil(t, 5*time.Second, "the follower to pass the unmappable event", func() bool { return f.Status().Position == 2 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.count("Ping"); got != 1 {
+		t.Fatalf("%d Pings, want 1 (the good event's)", got)
+	}
+	if !strings.Contains(logs.String(), "maps to no instance") || !strings.Contains(logs.String(), events[0].ID.String()) {
+		t.Fatalf("the skipped event was not logged with its ID; log:\n%s", logs.String())
 	}
 }
