@@ -37,3 +37,6 @@ func MemoryClaims(m *MemoryStore) int {
 	defer m.mu.Unlock()
 	return len(m.claims)
 }
+
+// Timing returns the poll interval and claim hold r runs with.
+func Timing[S any](r *Runner[S]) (poll, hold time.Duration) { return r.cfg.poll, r.cfg.hold }

@@ -339,3 +339,14 @@ func TestMemoryStoreForgetsClaims(t *testing.T) {
 		t.Fatalf("the memory store keeps %d claims after 50 deadlines fired and their holds expired, want at most the last", n)
 	}
 }
+
+// TestZeroTimingsMeanDefaults: a poll interval of 0 would spin
+// RunDeadlines, and a claim hold of 0 would let every runner claim every
+// due deadline at once; both mean the defaults.
+func TestZeroTimingsMeanDefaults(t *testing.T) {
+	r := saga.NewRunner(newCaseSaga("zero"), saga.NewMemoryStore(), &recorder{},
+		saga.WithPollInterval(0), saga.WithClaimHold(-time.Second))
+	if poll, hold := saga.Timing(r); poll != saga.DefaultPollInterval || hold != saga.DefaultClaimHold {
+		t.Fatalf("poll %v, hold %v; want the defaults %v, %v", poll, hold, saga.DefaultPollInterval, saga.DefaultClaimHold)
+	}
+}

@@ -54,12 +54,14 @@ func WithClock(now func() time.Time) Option { return func(c *config) { c.clock =
 // WithLogger sets where failed deadlines are logged (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
-// WithPollInterval sets how often RunDeadlines looks for due deadlines.
-// A deadline scheduled by this runner wakes it at once whatever this is.
+// WithPollInterval sets how often RunDeadlines looks for due deadlines
+// (0: DefaultPollInterval). A deadline scheduled by this runner wakes it
+// at once whatever this is.
 func WithPollInterval(d time.Duration) Option { return func(c *config) { c.poll = d } }
 
 // WithClaimHold sets how long a claimed deadline is left to the runner that
-// claimed it before another may fire it (a runner that died with it).
+// claimed it before another may fire it (a runner that died with it; 0:
+// DefaultClaimHold).
 func WithClaimHold(d time.Duration) Option { return func(c *config) { c.hold = d } }
 
 // NewRunner returns a runner of s on store, dispatching commands to d.
@@ -68,6 +70,17 @@ func NewRunner[S any](s *Saga[S], store Store, d Dispatcher, opts ...Option) *Ru
 		hold: DefaultClaimHold, maxAttempts: DefaultMaxAttempts}
 	for _, o := range opts {
 		o(&c)
+	}
+	// 0 or less would spin RunDeadlines, or let every runner take every
+	// claim at once: the defaults instead.
+	if c.poll <= 0 {
+		c.poll = DefaultPollInterval
+	}
+	if c.hold <= 0 {
+		c.hold = DefaultClaimHold
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
 	}
 	return &Runner[S]{saga: s, store: store, dispatch: d, cfg: c, wake: make(chan struct{}, 1)}
 }
