@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/bus"
 	"github.com/eventsource-go/eventsource/saga"
 )
 
@@ -348,5 +350,20 @@ func TestZeroTimingsMeanDefaults(t *testing.T) {
 		saga.WithPollInterval(0), saga.WithClaimHold(-time.Second))
 	if poll, hold := saga.Timing(r); poll != saga.DefaultPollInterval || hold != saga.DefaultClaimHold {
 		t.Fatalf("poll %v, hold %v; want the defaults %v, %v", poll, hold, saga.DefaultPollInterval, saga.DefaultClaimHold)
+	}
+}
+
+// TestPanickingAssociationIsPermanent: a mapping from event to instance
+// that panics fails that event for good (a bus dead-letters it) instead of
+// taking the process down, which neither Follow nor RunDeadlines recover.
+func TestPanickingAssociationIsPermanent(t *testing.T) {
+	s := saga.New[caseState]("assocpanic")
+	saga.On(s, func(e Opened) string { panic("no case in " + e.Case) }, func(context.Context, *saga.Scope[caseState], Opened) error {
+		return nil
+	}, saga.Starts())
+	r := saga.NewRunner(s, saga.NewMemoryStore(), &recorder{})
+	err := r.Handle(context.Background(), env(Opened{Case: "x"}))
+	if !errors.Is(err, bus.ErrPermanent) || !strings.Contains(err.Error(), "no case in x") {
+		t.Fatalf("Handle = %v, want a permanent error naming the panic", err)
 	}
 }

@@ -132,7 +132,7 @@ func (r *Runner[S]) Handle(ctx context.Context, env eventsource.Envelope) error 
 	if !ok {
 		return nil
 	}
-	id, err := h.associate(env)
+	id, err := associateSafely(h, env)
 	if err != nil {
 		return bus.Permanent(fmt.Errorf("saga %s: %w", r.saga.name, err))
 	}
@@ -223,6 +223,18 @@ func (r *Runner[S]) deliver(ctx context.Context, id, deliveryID string, starts b
 		}
 		return r.dispatchClaimed(ctx, inst, own)
 	}
+}
+
+// associateSafely maps env to its instance, turning a panic of the user's
+// mapping into an error: the same event would panic every time, so it is
+// permanent (dead-lettered on a bus, skipped by Follow).
+func associateSafely[S any](h eventHandler[S], env eventsource.Envelope) (id string, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = panicError(fmt.Sprintf("association of %s %s panicked", env.Type, env.ID), p)
+		}
+	}()
+	return h.associate(env)
 }
 
 // runSafely runs a delivery's handler, turning a panic into an error:
