@@ -33,6 +33,9 @@ type dlqState struct {
 func (a admin) read(ctx context.Context) (*dlqState, error) {
 	b := a.b
 	topic := b.cfg.dlqTopic()
+	if err := b.seeTopics(ctx, topic); err != nil {
+		return nil, fmt.Errorf("kafka bus: read dead letters: %w", err)
+	}
 	lo, err := b.client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{
 		Topics: map[string][]kafkago.OffsetRequest{topic: {kafkago.FirstOffsetOf(0), kafkago.LastOffsetOf(0)}},
 	})
@@ -201,6 +204,9 @@ func (a admin) replay(ctx context.Context, recs []consumer.DeadLetter) (int, err
 		return 0, nil
 	}
 	b := a.b
+	if err := b.seeTopics(ctx, b.cfg.retryTopic()); err != nil {
+		return 0, fmt.Errorf("kafka bus: replay dead letters: %w", err)
+	}
 	msgs := make([]kafkago.Message, len(recs))
 	for i, rec := range recs {
 		part, off, _ := cutSourceID(rec.SourceID)
@@ -260,4 +266,28 @@ func (a admin) Purge(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	return int64(len(st.live)), nil
+}
+
+// RemoveDeadLetters removes the group's dead letters with these IDs
+// (skipping their events for good), for a purge by filter, and returns
+// how many of them there were; an ID that names no record is ignored.
+// Like Purge, it appends a tombstone per record.
+func (b *Bus) RemoveDeadLetters(ctx context.Context, ids ...string) (int, error) {
+	a := admin{b}
+	st, err := a.read(ctx)
+	if err != nil {
+		return 0, err
+	}
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	recs := slices.DeleteFunc(st.live, func(r consumer.DeadLetter) bool { return !want[r.ID] })
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	if err := a.tombstone(ctx, recs, "purged"); err != nil {
+		return 0, err
+	}
+	return len(recs), nil
 }

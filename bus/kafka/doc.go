@@ -35,9 +35,10 @@
 // es-dropped-size: the origin headers say where the bytes are. Such
 // refusals are never retried, so one oversized record cannot stall a
 // worker or a partition's commit point.
-// Replaying or purging a record appends a tombstone for that key (header
-// es-tombstone, null value); a record without its value is not replayed
-// (consumer.ErrBodyDropped).
+// Replaying or purging a record, or removing it by ID
+// (Bus.RemoveDeadLetters, a purge by filter), appends a tombstone for that
+// key (header es-tombstone, null value); a record without its value is
+// not replayed (consumer.ErrBodyDropped).
 //
 // # Consuming
 //
@@ -82,6 +83,13 @@
 //   - Publish waits up to BatchTimeout for concurrent publishers' events to
 //     share a produce request. Publish returning an error does not mean
 //     nothing was written.
+//   - kafka-go retries a write on its own, whatever the caller's ctx: up
+//     to 23 attempts, about 5s of backoff in all between attempts that
+//     fail at once (a broker restarting), each attempt waiting up to 10s
+//     for a broker that does not answer. Close bounds that: when its ctx
+//     ends it cuts off the bus's connections, so that what is still in
+//     flight or being retried fails (bus.ErrClosed), and returns at most
+//     one backoff (250ms) after its ctx's deadline.
 //   - Stats.Reclaimed stays 0: Kafka does not tell a member which of the
 //     events it reads were handled elsewhere before.
 package kafka

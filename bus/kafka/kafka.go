@@ -28,6 +28,7 @@ type Bus struct {
 	log             *slog.Logger
 	codec           eventsource.JSONCodec
 
+	net       *netGuard          // dials all of the below, and cuts them off when Close gives up
 	transport *kafkago.Transport // shared by the writer and the admin client
 	client    *kafkago.Client
 	writer    *kafkago.Writer
@@ -41,7 +42,8 @@ type Bus struct {
 	loopCtx   context.Context
 	stopLoops context.CancelFunc
 	loops     sync.WaitGroup
-	hardStop  chan struct{} // closed when Close gives up draining
+	hardStop  chan struct{} // closed when Close gives up (giveUp)
+	gaveUp    sync.Once
 
 	generations, abandoned atomic.Uint64
 }
@@ -65,9 +67,10 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		codec:    eventsource.NewJSONCodec(cfg.Registry),
 		hardStop: make(chan struct{}),
 	}
-	b.transport = newTransport(cfg)
+	b.net = newNetGuard(cfg.DialTimeout)
+	b.transport = newTransport(cfg, b.net.DialContext)
 	b.client = &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: b.transport, Timeout: cfg.DialTimeout}
-	b.dialer = &kafkago.Dialer{Timeout: cfg.DialTimeout, DualStack: true, SASLMechanism: cfg.SASL, TLS: cfg.TLS, ClientID: "eventsource"}
+	b.dialer = &kafkago.Dialer{Timeout: cfg.DialTimeout, DialFunc: b.net.DialContext, SASLMechanism: cfg.SASL, TLS: cfg.TLS, ClientID: "eventsource"}
 	if err := b.ensureTopics(ctx, cfg.eventTopics(), cfg.Partitions); err != nil {
 		b.transport.CloseIdleConnections()
 		return nil, err
@@ -82,10 +85,13 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		BatchSize:    cfg.BatchSize,
 		BatchTimeout: cfg.BatchTimeout,
 		BatchBytes:   cfg.BatchBytes,
-		// Ride out a leader change or a broker restart of a few seconds.
-		MaxAttempts:     10,
+		// Ride out a leader change or a broker restart of a few seconds
+		// (about 5s of backoff in all). kafka-go sleeps between attempts
+		// where nothing can wake it, and Close waits for the writer: a
+		// short longest backoff keeps Close near its ctx's deadline.
+		MaxAttempts:     writeAttempts,
 		WriteBackoffMin: 20 * time.Millisecond,
-		WriteBackoffMax: time.Second,
+		WriteBackoffMax: writeBackoffMax,
 		Transport:       b.transport,
 		ErrorLogger:     b.kafkaLogger(),
 	}
@@ -106,6 +112,14 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	b.loopCtx, b.stopLoops = context.WithCancel(context.Background())
 	return b, nil
 }
+
+// The writer's retries: kafka-go's backoff before attempt n is n²·20ms up
+// to writeBackoffMax, so 20, 80, 180, then 250ms: about 5s over 23
+// attempts.
+const (
+	writeAttempts   = 23
+	writeBackoffMax = 250 * time.Millisecond
+)
 
 // kafkaLogger hands kafka-go's error log to slog. kafka-go reports there
 // what it retries on its own (a lost connection, a leader change).
@@ -437,8 +451,10 @@ func (b *Bus) DeadLetters() consumer.Admin { return admin{b} }
 // already fetched are handled (up to DrainTimeout) and their offsets
 // committed, then the connections close. If ctx ends first, handlers'
 // contexts are cancelled, what is left is not committed (the group's next
-// member handles it again), and Close returns ctx.Err() once the consumer
-// goroutines have stopped (bounded by the broker timeouts).
+// member handles it again), the bus's connections are cut off, which
+// fails the writes still in flight or in kafka-go's retries (a Publish
+// waiting for them returns an error matching bus.ErrClosed), and Close
+// returns an error matching ctx.Err() once every goroutine has stopped.
 func (b *Bus) Close(ctx context.Context) error {
 	return b.closer.Do(ctx, func() error { return b.close(ctx) })
 }
@@ -463,7 +479,7 @@ func (b *Bus) close(ctx context.Context) error {
 	case <-stopped:
 		err = b.d.Close(ctx)
 	case <-ctx.Done():
-		close(b.hardStop)
+		b.giveUp()
 		err = fmt.Errorf("kafka bus: close: %w", ctx.Err())
 		_ = b.d.Close(ctx) // cancels handlers, releases what is left
 		<-stopped
@@ -471,9 +487,33 @@ func (b *Bus) close(ctx context.Context) error {
 	if err == nil && shutErr != nil {
 		err = fmt.Errorf("kafka bus: close: %w", shutErr)
 	}
-	err = errors.Join(err, b.writer.Close())
+	// The writer's Close waits for the writes kafka-go still sends or
+	// retries, a Publish's that gave up waiting included.
+	writerClosed := make(chan error, 1)
+	go func() { writerClosed <- b.writer.Close() }()
+	var werr error
+	select {
+	case werr = <-writerClosed:
+	case <-ctx.Done():
+		b.giveUp()
+		werr = <-writerClosed // at most one of kafka-go's backoffs (writeBackoffMax) away
+		if err == nil {
+			err = fmt.Errorf("kafka bus: close: %w", ctx.Err())
+		}
+	}
+	err = errors.Join(err, werr)
 	b.transport.CloseIdleConnections()
 	return err
+}
+
+// giveUp ends what Close no longer waits for: draining partitions let go,
+// and every broker connection is cut off, so that kafka-go's requests and
+// retries fail at once.
+func (b *Bus) giveUp() {
+	b.gaveUp.Do(func() {
+		close(b.hardStop)
+		b.net.cutOff()
+	})
 }
 
 var _ bus.RawPublisher = (*Bus)(nil)

@@ -60,13 +60,50 @@ func (b *Bus) ensureTopics(ctx context.Context, topics []string, partitions int)
 			}
 		}
 	}
-	// A metadata request that allows auto-creation bypasses the cache of
-	// the shared transport and refreshes it (the topics exist, so nothing
-	// is created).
+	return b.refreshMetadata(ctx, topics)
+}
+
+// refreshMetadata makes the shared transport's metadata cache see topics
+// that exist. A metadata request that allows auto-creation bypasses the
+// cache and refreshes it (the topics exist, so nothing is created).
+func (b *Bus) refreshMetadata(ctx context.Context, topics []string) error {
 	if _, err := b.transport.RoundTrip(ctx, kafkago.TCP(b.cfg.Brokers...), &metadataapi.Request{TopicNames: topics, AllowAutoTopicCreation: true}); err != nil {
 		return fmt.Errorf("kafka bus: refresh metadata: %w", err)
 	}
 	return nil
+}
+
+// seeTopics makes sure the shared transport knows topics that exist, and
+// fails with ErrMissingTopic for those that do not. kafka-go's Transport
+// routes every request by its metadata cache, which learns of a topic
+// created after it was filled (by another process, a member that
+// dead-lettered first, say) only at its next refresh, up to 6s later,
+// and fails requests for that topic until then. Asking the cache costs no
+// round trip; the brokers are asked only when it lacks a topic.
+func (b *Bus) seeTopics(ctx context.Context, topics ...string) error {
+	r, err := b.transport.RoundTrip(ctx, kafkago.TCP(b.cfg.Brokers...), &metadataapi.Request{TopicNames: topics})
+	if err != nil {
+		return fmt.Errorf("kafka bus: metadata: %w", err)
+	}
+	known := 0
+	for _, t := range r.(*metadataapi.Response).Topics {
+		if t.ErrorCode == 0 && len(t.Partitions) > 0 {
+			known++
+		}
+	}
+	if known == len(topics) {
+		return nil
+	}
+	tr := b.newTransport()
+	defer tr.CloseIdleConnections()
+	missing, err := missingTopics(ctx, &kafkago.Client{Addr: kafkago.TCP(b.cfg.Brokers...), Transport: tr, Timeout: b.cfg.DialTimeout}, topics)
+	if err != nil {
+		return fmt.Errorf("kafka bus: reach brokers %v: %w", b.cfg.Brokers, err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s", ErrMissingTopic, strings.Join(missing, ", "))
+	}
+	return b.refreshMetadata(ctx, topics)
 }
 
 // dlqTopicConfig keeps dead letters until they are replayed or purged:
@@ -116,7 +153,7 @@ func DeleteTopics(ctx context.Context, cfg Config, topics ...string) error {
 		return nil
 	}
 	cfg = cfg.WithDefaults()
-	tr := newTransport(cfg)
+	tr := newTransport(cfg, nil)
 	defer tr.CloseIdleConnections()
 	c := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: tr, Timeout: cfg.DialTimeout}
 	resp, err := c.DeleteTopics(ctx, &kafkago.DeleteTopicsRequest{Topics: topics})
@@ -135,9 +172,15 @@ func DeleteTopics(ctx context.Context, cfg Config, topics ...string) error {
 	return nil
 }
 
-func newTransport(cfg Config) *kafkago.Transport {
-	nd := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	return &kafkago.Transport{Dial: nd.DialContext, DialTimeout: cfg.DialTimeout, SASL: cfg.SASL, TLS: cfg.TLS, ClientID: "eventsource"}
+// newTransport returns a transport that dials with dial, or with a plain
+// net.Dialer when dial is nil.
+func newTransport(cfg Config, dial func(ctx context.Context, network, address string) (net.Conn, error)) *kafkago.Transport {
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	}
+	return &kafkago.Transport{Dial: dial, DialTimeout: cfg.DialTimeout, SASL: cfg.SASL, TLS: cfg.TLS, ClientID: "eventsource"}
 }
 
-func (b *Bus) newTransport() *kafkago.Transport { return newTransport(b.cfg) }
+// newTransport returns a transport of its own for a short task, which
+// closes it.
+func (b *Bus) newTransport() *kafkago.Transport { return newTransport(b.cfg, nil) }

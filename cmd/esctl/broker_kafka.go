@@ -15,15 +15,15 @@ import (
 	kafkabus "github.com/eventsource-go/eventsource/bus/kafka"
 )
 
-// hdrTombstone marks a record of the dead-letter topic that removes the
-// record with its key (see the kafka package's admin).
-const hdrTombstone = "es-tombstone"
-
 type kafkaBroker struct {
 	e       *env
 	brokers []string
-	client  *kafkago.Client
-	buses   busCache[*kafkabus.Bus]
+	// The broker's own transport, closed with it: kafka-go's default one is
+	// shared by the whole process and never closed, and its metadata cache
+	// lags behind topics created elsewhere for up to 6s.
+	transport *kafkago.Transport
+	client    *kafkago.Client
+	buses     busCache[*kafkabus.Bus]
 }
 
 func newKafkaBroker(ctx context.Context, e *env, logger *slog.Logger) (*kafkaBroker, error) {
@@ -33,9 +33,11 @@ func newKafkaBroker(ctx context.Context, e *env, logger *slog.Logger) (*kafkaBro
 			brokers = append(brokers, p)
 		}
 	}
-	b := &kafkaBroker{e: e, brokers: brokers,
-		client: &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: e.timeout}}
+	tr := &kafkago.Transport{DialTimeout: e.timeout, ClientID: "esctl"}
+	b := &kafkaBroker{e: e, brokers: brokers, transport: tr,
+		client: &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: tr, Timeout: e.timeout}}
 	if _, err := b.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{e.topic}}); err != nil {
+		tr.CloseIdleConnections()
 		return nil, fmt.Errorf("kafka %s: %w", redactedBrokers(e.kafkaBrokers), err)
 	}
 	b.buses.open = func(ctx context.Context, group string) (*kafkabus.Bus, error) {
@@ -97,23 +99,25 @@ func (a missingIsEmpty) Count(ctx context.Context) (int64, error) {
 	return n, err
 }
 
-// remove writes a tombstone per record, as the admin API's own Purge
-// does: the fold of the topic then skips them, and compaction drops both.
+// remove has the group's bus remove the records, as its admin API's
+// Purge does (a tombstone per record), through the bus's own connections.
 func (b *kafkaBroker) remove(ctx context.Context, group string, recs []consumer.DeadLetter) (int, error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
-	w := &kafkago.Writer{Addr: kafkago.TCP(b.brokers...), RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond}
-	defer w.Close()
-	msgs := make([]kafkago.Message, len(recs))
-	for i, r := range recs {
-		msgs[i] = kafkago.Message{Topic: b.dlqTopic(group), Key: []byte(r.ID),
-			Headers: []kafkago.Header{{Key: hdrTombstone, Value: []byte("purged")}}}
+	bus, err := b.buses.get(ctx, group)
+	if err != nil {
+		return 0, err
 	}
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
+	ids := make([]string, len(recs))
+	for i, r := range recs {
+		ids[i] = r.ID
+	}
+	n, err := bus.RemoveDeadLetters(ctx, ids...)
+	if err != nil {
 		return 0, fmt.Errorf("kafka: delete dead letters of %q: %w", group, err)
 	}
-	return len(recs), nil
+	return n, nil
 }
 
 // offsets returns the first and end offset of every partition of topic.
@@ -249,7 +253,5 @@ func (b *kafkaBroker) tail(ctx context.Context, ready func(), fn func(rawEvent))
 
 func (b *kafkaBroker) close() {
 	b.buses.closeAll()
-	if t, ok := b.client.Transport.(*kafkago.Transport); ok {
-		t.CloseIdleConnections()
-	}
+	b.transport.CloseIdleConnections()
 }
