@@ -50,6 +50,11 @@ func TestKafkaGroupsShareTenThousand(t *testing.T) {
 		t.Fatal(err)
 	}
 	bustest.Start(t, a2)
+	// The second half only once the group has rebalanced: published at
+	// once, a fast first member could handle it all before the join.
+	waitFor(t, time.Minute, "the second member to join group a", func() bool {
+		return a2.Generations() >= 1 && a1.Generations() >= 2
+	})
 	publishAll(t, pub, evs[n/2:], 500)
 	waitFor(t, 2*time.Minute, "both groups to handle 10,000", func() bool {
 		return len(mergeSeen(ca1, ca2)) >= n && len(mergeSeen(cb)) >= n
