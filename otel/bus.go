@@ -51,18 +51,22 @@ func (t *Telemetry) busWith(base []attribute.KeyValue) *BusTelemetry {
 // modified), and b's Stats are reported as observable instruments until
 // Close, with the broker's lag when b (or the bus it decorates) is a
 // bus.LagReporter: eventsource.broker.lag by kind, asked of the broker at
-// every collection.
+// every collection (each read bounded by WithLagTimeout and ended by
+// Close; a failed one is left out of that collection and handed to
+// otel.Handle).
 // Everything else is b's. bus.Unwrap returns b, for what only b offers
 // (a broker bus's DeadLetters).
 func (bt *BusTelemetry) Wrap(b bus.Bus) bus.Bus {
 	w := &Bus{bt: bt, inner: b}
+	w.closing, w.cancelClosing = context.WithCancel(context.Background())
 	// Registering fails only with a meter the instruments are not from;
 	// the bus works without them.
-	if reg, err := bt.t.observeStats(b, attribute.NewSet(bt.labels.base...)); err == nil {
+	sent := attribute.NewSet(bt.labels.attrs(semconv.MessagingOperationName("publish"))...)
+	if reg, err := bt.t.observeStats(b, attribute.NewSet(bt.labels.base...), sent); err == nil {
 		w.regs = append(w.regs, reg)
 	}
 	if lr, ok := lagReporter(b); ok {
-		if reg, err := bt.t.observeLag(lr, bt.labels.base); err == nil {
+		if reg, err := bt.t.observeLag(lr, bt.labels.base, w.closing); err == nil {
 			w.regs = append(w.regs, reg)
 		}
 	}
@@ -77,6 +81,10 @@ type Bus struct {
 	bt    *BusTelemetry
 	inner bus.Bus
 	regs  []metric.Registration // the observable instruments' callbacks
+	// closing ends when Close starts, and with it a lag read in progress:
+	// unregistering waits for the collection that runs it.
+	closing       context.Context
+	cancelClosing context.CancelFunc
 }
 
 // lagReporter returns b as a bus.LagReporter, or the bus it decorates.
@@ -129,6 +137,7 @@ func (b *Bus) Stats() bus.Stats { return b.inner.Stats() }
 
 // Close stops reporting the bus's Stats and lag, and closes it.
 func (b *Bus) Close(ctx context.Context) error {
+	b.cancelClosing()
 	for _, r := range b.regs {
 		_ = r.Unregister() // fails only for a registration already gone
 	}

@@ -41,9 +41,11 @@
 // # Metrics
 //
 // The middleware records messaging.process.duration and the end-to-end
-// latency from the event's OccurredAt (eventsource.event.latency), by
-// system, group, event type, handler (the subscription's name, from
-// bus.SubscriptionOf) and outcome. A wrapped bus records
+// latency from the event's OccurredAt (eventsource.event.latency, 0 when
+// the producer's clock is ahead), by system, group, event type, handler
+// (the subscription's name, from bus.SubscriptionOf) and outcome, with
+// messaging.operation.name, and error.type on a failed run, as the
+// conventions require. A wrapped bus records
 // messaging.client.operation.duration per Publish call, and reports the
 // bus's Stats as observable instruments, read at collection and free per
 // event: messaging.client.sent.messages (events the bus accepted) and

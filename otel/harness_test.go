@@ -177,7 +177,7 @@ func openKafka(t *testing.T, tel *otel.Telemetry, c brokerConfig) bus.Bus {
 // recording returns a Telemetry whose spans rec records (when traces)
 // and whose measurements reader collects (when metrics); the other
 // signal goes to a no-op provider.
-func recording(t *testing.T, traces, metrics bool) (tel *otel.Telemetry, tp *sdktrace.TracerProvider, rec *tracetest.SpanRecorder, reader *sdkmetric.ManualReader) {
+func recording(t *testing.T, traces, metrics bool, extra ...otel.Option) (tel *otel.Telemetry, tp *sdktrace.TracerProvider, rec *tracetest.SpanRecorder, reader *sdkmetric.ManualReader) {
 	t.Helper()
 	opts := []otel.Option{otel.WithTracerProvider(tracenoop.NewTracerProvider()), otel.WithMeterProvider(metricnoop.NewMeterProvider())}
 	if traces {
@@ -189,7 +189,7 @@ func recording(t *testing.T, traces, metrics bool) (tel *otel.Telemetry, tp *sdk
 		reader = sdkmetric.NewManualReader()
 		opts = append(opts, otel.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
 	}
-	tel, err := otel.New(opts...)
+	tel, err := otel.New(append(opts, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

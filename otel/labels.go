@@ -108,7 +108,12 @@ func (l *labels) forProcess(eventType, handler string) *procLabels {
 		pl.spanAttrs = append(pl.spanAttrs, HandlerKey.String(handler))
 	}
 	for i, o := range outcomeNames {
-		kvs := []attribute.KeyValue{dest, OutcomeKey.String(o)}
+		// The semantic conventions require the operation's name on
+		// messaging.process.duration, and error.type on a failed run's.
+		kvs := []attribute.KeyValue{semconv.MessagingOperationName("process"), dest, OutcomeKey.String(o)}
+		if i != outcomeOK {
+			kvs = append(kvs, semconv.ErrorTypeOther)
+		}
 		if handler != "" {
 			kvs = append(kvs, HandlerKey.String(handler))
 		}

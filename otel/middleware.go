@@ -88,7 +88,9 @@ func (h *handler) finish(ctx context.Context, span trace.Span, pl *procLabels, o
 	opt := pl.outcomes[outcome].record
 	t.processDuration.Record(ctx, end.Sub(start).Seconds(), opt...)
 	if !occurred.IsZero() {
-		t.latency.Record(ctx, end.Sub(occurred).Seconds(), opt...)
+		// Clamped at 0: the producer's clock may be ahead of ours, and a
+		// negative measurement would make the histogram's sum decrease.
+		t.latency.Record(ctx, max(end.Sub(occurred), 0).Seconds(), opt...)
 	}
 	if p != nil {
 		panic(p)

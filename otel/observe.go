@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 
+	otelapi "go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -71,17 +72,21 @@ func (s *statsInstruments) all() []metric.Observable {
 		s.retries, s.deadLettered, s.reclaimed, s.dropped, s.reconnects, s.inFlight, s.background}
 }
 
-// observeStats reports b's Stats under attrs at every collection.
-func (t *Telemetry) observeStats(b bus.Bus, attrs attribute.Set) (metric.Registration, error) {
+// observeStats reports b's Stats under attrs at every collection, and
+// Stats.Published, as messaging.client.sent.messages, under sent: the
+// semantic conventions require that metric's operation name.
+func (t *Telemetry) observeStats(b bus.Bus, attrs, sent attribute.Set) (metric.Registration, error) {
 	s := &t.stats
 	opt := metric.WithAttributeSet(attrs)
+	sentOpt := metric.WithAttributeSet(sent)
 	return t.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		st := b.Stats()
+		o.ObserveInt64(s.published, int64(st.Published), sentOpt)
 		for _, c := range []struct {
 			inst metric.Int64ObservableCounter
 			v    uint64
 		}{
-			{s.published, st.Published}, {s.received, st.Received}, {s.delivered, st.Delivered},
+			{s.received, st.Received}, {s.delivered, st.Delivered},
 			{s.invoked, st.HandlersInvoked}, {s.errors, st.HandlerErrors}, {s.panics, st.HandlerPanics},
 			{s.handled, st.Handled}, {s.retries, st.Retries}, {s.deadLettered, st.DeadLettered},
 			{s.reclaimed, st.Reclaimed}, {s.dropped, st.Dropped}, {s.reconnects, st.Reconnects},
@@ -128,16 +133,24 @@ func (t *Telemetry) ObserveFollower(kind, name string, status func() eventstore.
 
 // observeLag reports what r tells of its group's lag under base, one
 // point per kind, at every collection: a broker round trip on the
-// collecting goroutine, with its ctx. An error skips the observation and
-// goes back to the reader.
-func (t *Telemetry) observeLag(r bus.LagReporter, base []attribute.KeyValue) (metric.Registration, error) {
+// collecting goroutine, with its ctx, bounded by t.lagTimeout (WithLagTimeout) and ended when
+// stop is (the bus's Close, which waits for collections in progress). An
+// error skips the observation and goes to OpenTelemetry's error handler
+// (otel.Handle), not to the reader: a callback's error fails the whole
+// collection of a periodic reader, so a broker that cannot be asked would
+// cost every other measurement of the provider for as long as it cannot.
+func (t *Telemetry) observeLag(r bus.LagReporter, base []attribute.KeyValue, stop context.Context) (metric.Registration, error) {
 	s := &t.stats
 	var mu sync.Mutex // the SDK may collect from several readers at once
 	opts := map[bus.LagKind]metric.ObserveOption{}
 	return t.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		ctx, cancel := context.WithTimeout(ctx, t.lagTimeout)
+		defer cancel()
+		defer context.AfterFunc(stop, cancel)()
 		lags, err := r.Lag(ctx)
 		if err != nil {
-			return fmt.Errorf("otel: reading the broker's lag: %w", err)
+			otelapi.Handle(fmt.Errorf("otel: reading the broker's lag: %w", err))
+			return nil
 		}
 		mu.Lock()
 		defer mu.Unlock()

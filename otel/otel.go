@@ -3,6 +3,7 @@ package otel
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	otelapi "go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -61,15 +62,17 @@ type Telemetry struct {
 	processDuration metric.Float64Histogram
 	latency         metric.Float64Histogram
 
-	stats statsInstruments
+	stats      statsInstruments
+	lagTimeout time.Duration // see WithLagTimeout
 }
 
 // Option configures a Telemetry.
 type Option func(*config)
 
 type config struct {
-	tp trace.TracerProvider
-	mp metric.MeterProvider
+	tp         trace.TracerProvider
+	mp         metric.MeterProvider
+	lagTimeout time.Duration
 }
 
 // WithTracerProvider sets the tracer provider (default: OpenTelemetry's
@@ -82,6 +85,18 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 // global one).
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return func(c *config) { c.mp = mp }
+}
+
+// DefaultLagTimeout bounds a broker lag read when WithLagTimeout is not
+// given.
+const DefaultLagTimeout = 5 * time.Second
+
+// WithLagTimeout bounds each read of a broker's lag at collection (0:
+// DefaultLagTimeout). A collection's ctx may have no deadline (the
+// Prometheus exporter's has none), and a collection holds every other
+// collection of the provider, and a wrapped bus's Close, until it returns.
+func WithLagTimeout(d time.Duration) Option {
+	return func(c *config) { c.lagTimeout = d }
 }
 
 // durationBuckets suit handler and broker round trips, from 100µs to 10s.
@@ -99,10 +114,15 @@ func New(opts ...Option) (*Telemetry, error) {
 	if c.mp == nil {
 		c.mp = otelapi.GetMeterProvider()
 	}
+	if c.lagTimeout <= 0 {
+		c.lagTimeout = DefaultLagTimeout
+	}
 	t := &Telemetry{
 		tracer:  c.tp.Tracer(ScopeName, trace.WithSchemaURL(semconv.SchemaURL)),
 		tracing: !isNoop(c.tp),
 		meter:   c.mp.Meter(ScopeName, metric.WithSchemaURL(semconv.SchemaURL)),
+
+		lagTimeout: c.lagTimeout,
 	}
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }

@@ -22,6 +22,10 @@ var w3c propagation.TraceContext
 // "00-" + 32 hex + "-" + 16 hex + "-" + 2 hex.
 const traceParentLen = 55
 
+// w3cFlags are the flags version 00 defines; as the propagator does,
+// inject writes no other and extract refuses a traceparent with another.
+const w3cFlags = trace.FlagsSampled | trace.FlagsRandom
+
 // inject writes sc into md; an invalid sc leaves md as it is.
 func inject(sc trace.SpanContext, md *eventsource.Metadata) {
 	if !sc.IsValid() {
@@ -34,7 +38,7 @@ func inject(sc trace.SpanContext, md *eventsource.Metadata) {
 	buf[35] = '-'
 	hex.Encode(buf[36:52], sid[:])
 	buf[52] = '-'
-	hex.Encode(buf[53:55], []byte{byte(sc.TraceFlags())})
+	hex.Encode(buf[53:55], []byte{byte(sc.TraceFlags() & w3cFlags)})
 	md.TraceParent = string(buf[:])
 	md.TraceState = ""
 	if ts := sc.TraceState(); ts.Len() > 0 {
@@ -52,7 +56,7 @@ func carries(md *eventsource.Metadata, sc trace.SpanContext) bool {
 	var want [34]byte
 	tid := sc.TraceID()
 	hex.Encode(want[:32], tid[:])
-	hex.Encode(want[32:], []byte{byte(sc.TraceFlags())})
+	hex.Encode(want[32:], []byte{byte(sc.TraceFlags() & w3cFlags)})
 	if tp[3:35] != string(want[:32]) || tp[53:55] != string(want[32:]) {
 		return false
 	}
@@ -82,7 +86,7 @@ func extract(md *eventsource.Metadata) trace.SpanContext {
 		return trace.SpanContext{}
 	}
 	var flags [1]byte
-	if _, err := hex.Decode(flags[:], []byte(tp[53:55])); err != nil {
+	if _, err := hex.Decode(flags[:], []byte(tp[53:55])); err != nil || trace.TraceFlags(flags[0])&^w3cFlags != 0 {
 		return trace.SpanContext{}
 	}
 	cfg := trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.TraceFlags(flags[0]), Remote: true}

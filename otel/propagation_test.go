@@ -41,3 +41,24 @@ func TestTraceContextMatchesW3CPropagator(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceFlagsAsW3CPropagator: version 00 defines the sampled and random
+// flags only; like OpenTelemetry's propagator, extract refuses a
+// traceparent with another flag set and inject writes those two only, so
+// that an event never carries a traceparent other services reject.
+func TestTraceFlagsAsW3CPropagator(t *testing.T) {
+	for _, flags := range []string{"04", "05", "80", "ff"} {
+		md := eventsource.Metadata{TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-" + flags}
+		want := trace.SpanContextFromContext(w3c.Extract(context.Background(), metadataCarrier{&md}))
+		if got := extract(&md); !got.Equal(want) {
+			t.Errorf("extract(flags %s) = %+v, the propagator %+v", flags, got, want)
+		}
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: 0xff})
+	var ours, theirs eventsource.Metadata
+	inject(sc, &ours)
+	w3c.Inject(trace.ContextWithSpanContext(context.Background(), sc), metadataCarrier{&theirs})
+	if ours.TraceParent != theirs.TraceParent {
+		t.Errorf("inject wrote %s, the propagator %s", ours.TraceParent, theirs.TraceParent)
+	}
+}
