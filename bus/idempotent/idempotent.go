@@ -6,8 +6,8 @@
 // of a consumer group.
 //
 // A delivery claims its key for a while (the hold), runs the handler and
-// marks the key done; a failure releases the claim so a retry runs it
-// again. A duplicate delivered while the first runs gets ErrInProgress
+// marks the key done; a failure or a panic releases the claim so a retry
+// runs it again. A duplicate delivered while the first runs gets ErrInProgress
 // (the bus retries it later); one delivered after is skipped. A process
 // that dies mid-handler leaves its claim to expire after the hold: then
 // the handler runs again, the only case it can run twice (make the hold
@@ -27,6 +27,10 @@ import (
 
 // DefaultHold is how long a claim lasts when Middleware is not told.
 const DefaultHold = 5 * time.Minute
+
+// storeTimeout bounds the store's calls made after the handler returned,
+// which do not inherit its ctx.
+const storeTimeout = 5 * time.Second
 
 // ErrInProgress is returned for a duplicate delivered while its first
 // delivery still runs: the bus retries it.
@@ -62,6 +66,7 @@ func Middleware(s Store, handler string, hold time.Duration) bus.Middleware {
 	return func(next bus.Handler) bus.Handler {
 		return bus.HandlerFunc(func(ctx context.Context, env eventsource.Envelope) error {
 			id := env.ID.String()
+			start := time.Now()
 			switch out, err := s.Claim(ctx, handler, id, hold); {
 			case err != nil:
 				return err
@@ -70,14 +75,37 @@ func Middleware(s Store, handler string, hold time.Duration) bus.Middleware {
 			case out == Busy:
 				return fmt.Errorf("%w: %s %s", ErrInProgress, handler, id)
 			}
-			if err := next.Handle(ctx, env); err != nil {
-				// Released with a ctx of its own: the handler's may be
-				// the one that ended.
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			// Past the hold, the claim may be another delivery's now:
+			// releasing it would let a third run beside that one.
+			release := func() error {
+				if time.Since(start) >= hold {
+					return nil
+				}
+				// With a ctx of its own: the handler's may be the one
+				// that ended.
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 				defer cancel()
-				return errors.Join(err, s.Release(rctx, handler, id))
+				return s.Release(rctx, handler, id)
 			}
-			return s.Complete(context.WithoutCancel(ctx), handler, id)
+			returned := false
+			defer func() {
+				// A panic: the bus recovers it and retries, which must
+				// find the key free, not held for the whole hold.
+				if !returned {
+					_ = release()
+				}
+			}()
+			err := next.Handle(ctx, env)
+			returned = true
+			if err != nil {
+				return errors.Join(err, release())
+			}
+			// Bounded, not tied to ctx: the side effect happened, so
+			// shutting down must not skip marking it, nor wait forever
+			// on a store that hangs.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+			defer cancel()
+			return s.Complete(cctx, handler, id)
 		})
 	}
 }
