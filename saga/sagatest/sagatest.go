@@ -106,11 +106,31 @@ func (sc *Scenario[S]) deliver(step string, events []eventsource.Event) {
 
 func (sc *Scenario[S]) advance(step string, d time.Duration) {
 	sc.t.Helper()
-	sc.mu.Lock()
-	sc.now = sc.now.Add(d)
-	sc.mu.Unlock()
-	if _, err := sc.runner.FireDue(context.Background()); err != nil {
-		sc.t.Fatalf("%s: firing deadlines: %v", step, err)
+	end := sc.clock().Add(d)
+	for {
+		// Step the clock to each deadline in turn, as a runner on a real
+		// clock fires them: one that a fired deadline schedules within d
+		// fires too, and handlers see its due time as Now. Only deadlines
+		// after now count, so that one that cannot fire (its handler
+		// failed, its claim held) does not stop the clock.
+		now := sc.clock()
+		next := end
+		for _, inst := range sc.store.instances() {
+			for _, dl := range inst.Deadlines {
+				if dl.Due.After(now) && dl.Due.Before(next) {
+					next = dl.Due
+				}
+			}
+		}
+		sc.mu.Lock()
+		sc.now = next
+		sc.mu.Unlock()
+		if _, err := sc.runner.FireDue(context.Background()); err != nil {
+			sc.t.Fatalf("%s: firing deadlines: %v", step, err)
+		}
+		if !next.Before(end) {
+			return
+		}
 	}
 }
 
@@ -184,11 +204,15 @@ func (r *Result[S]) ThenDeadlines(want ...Expected) *Result[S] {
 	return r
 }
 
-// ThenEnded checks whether the instance has ended.
+// ThenEnded checks whether the instance has ended; it fails when the
+// instance does not exist.
 func (r *Result[S]) ThenEnded(instance string, ended bool) *Result[S] {
 	r.t.Helper()
-	inst := r.sc.store.get(instance)
-	if inst.Ended != ended {
+	inst, ok := r.sc.store.lookup(instance)
+	switch {
+	case !ok:
+		r.t.Errorf("then: no instance %s, want one with ended = %v", instance, ended)
+	case inst.Ended != ended:
 		r.t.Errorf("then: instance %s ended = %v, want %v", instance, inst.Ended, ended)
 	}
 	return r
@@ -226,9 +250,15 @@ func (s *recordingStore) Save(ctx context.Context, inst *saga.Instance) error {
 }
 
 func (s *recordingStore) get(id string) saga.Instance {
+	inst, _ := s.lookup(id)
+	return inst
+}
+
+func (s *recordingStore) lookup(id string) (saga.Instance, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.last[id]
+	inst, ok := s.last[id]
+	return inst, ok
 }
 
 func (s *recordingStore) instances() []saga.Instance {
