@@ -7,11 +7,17 @@
 //
 // A delivery claims its key for a while (the hold), runs the handler and
 // marks the key done; a failure or a panic releases the claim so a retry
-// runs it again. A duplicate delivered while the first runs gets ErrInProgress
-// (the bus retries it later); one delivered after is skipped. A process
-// that dies mid-handler leaves its claim to expire after the hold: then
-// the handler runs again, the only case it can run twice (make the hold
-// longer than the handler can take).
+// runs it again. A duplicate delivered while the first runs gets
+// ErrInProgress (the bus retries it later); one delivered after is
+// skipped. A process that dies mid-handler leaves its claim to expire
+// after the hold: a delivery after that runs the handler again, the only
+// case it can run twice (make the hold longer than the handler can take).
+//
+// The bus's own retries of that event usually end before the hold does
+// (the buses' defaults retry for seconds, the default hold is minutes):
+// each gets ErrInProgress, and the event is dead-lettered. Replaying it
+// from the dead letters once the hold has passed runs the handler; a
+// hold close to the handler's longest run shortens that wait.
 package idempotent
 
 import (
