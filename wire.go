@@ -297,7 +297,8 @@ func (r *wireReader) raw() ([]byte, error) {
 	for r.i < len(r.b) {
 		switch c := r.b[r.i]; c {
 		case '"':
-			if _, err := r.str(); err != nil {
+			// Skipped, not kept: strBytes copies nothing for a plain string.
+			if _, err := r.strBytes(); err != nil {
 				return nil, err
 			}
 			if depth == 0 {
