@@ -147,6 +147,7 @@ func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error
 	}
 	defer b.gate.Leave()
 	msgs := make([]kafkago.Message, len(events))
+	hdrs := newBatchHeaders(events)
 	for i := range events {
 		env := &events[i]
 		topic := b.cfg.topicFor(env.AggregateType)
@@ -157,7 +158,7 @@ func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error
 		if err != nil {
 			return err
 		}
-		msgs[i] = kafkago.Message{Topic: topic, Key: []byte(env.AggregateID), Value: data, Headers: eventHeaders(env), Time: env.OccurredAt}
+		msgs[i] = kafkago.Message{Topic: topic, Key: hdrs.key(env), Value: data, Headers: hdrs.eventHeaders(env), Time: env.OccurredAt}
 	}
 	err := b.writer.WriteMessages(ctx, msgs...)
 	if err == nil {
