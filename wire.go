@@ -12,7 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
+	"github.com/eventsource-go/eventsource/internal/uuidtext"
 )
 
 // The envelope's JSON is written and read by hand: every broker-backed bus
@@ -27,7 +27,7 @@ import (
 // never changed shape keep the bytes they always had.
 func appendEnvelopeHead(buf []byte, env *Envelope, typ string, schemaVersion int) []byte {
 	buf = append(buf, `{"id":"`...)
-	buf = appendUUID(buf, env.ID)
+	buf = uuidtext.Append(buf, env.ID)
 	buf = append(buf, `","type":`...)
 	buf = appendString(buf, typ)
 	if schemaVersion > 1 {
@@ -96,21 +96,6 @@ func appendMember(buf []byte, start int, key, value string) []byte {
 	buf = append(buf, key...)
 	buf = append(buf, `":`...)
 	return appendString(buf, value)
-}
-
-func appendUUID(buf []byte, id uuid.UUID) []byte {
-	var s [36]byte
-	const hex = "0123456789abcdef"
-	j := 0
-	for i, b := range id {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			s[j] = '-'
-			j++
-		}
-		s[j], s[j+1] = hex[b>>4], hex[b&0x0f]
-		j += 2
-	}
-	return append(buf, s[:]...)
 }
 
 // appendString quotes s. Plain ASCII, the usual case, is copied as is;

@@ -1,14 +1,13 @@
 package kafka
 
 import (
-	"encoding/hex"
 	"encoding/json"
 	"strconv"
 
-	"github.com/google/uuid"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/internal/uuidtext"
 )
 
 // Header names; see the package documentation.
@@ -86,7 +85,7 @@ func (h *batchHeaders) eventHeaders(env *eventsource.Envelope) []kafkago.Header 
 	first := len(h.hs)
 	add := func(key string, value []byte) { h.hs = append(h.hs, kafkago.Header{Key: key, Value: value}) }
 	start := len(h.buf)
-	h.buf = appendUUID(h.buf, env.ID)
+	h.buf = uuidtext.Append(h.buf, env.ID)
 	add(hdrEventID, h.value(start))
 	add(hdrEventType, h.str(env.Type))
 	add(hdrAggregateType, h.str(env.AggregateType))
@@ -102,21 +101,6 @@ func (h *batchHeaders) eventHeaders(env *eventsource.Envelope) []kafkago.Header 
 		add(hdrTraceState, h.str(ts))
 	}
 	return h.hs[first:len(h.hs):len(h.hs)]
-}
-
-// appendUUID appends id in its canonical form, as id.String() gives it.
-func appendUUID(buf []byte, id uuid.UUID) []byte {
-	var s [36]byte
-	hex.Encode(s[0:8], id[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], id[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], id[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], id[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], id[10:])
-	return append(buf, s[:]...)
 }
 
 // withHeaders returns base with the given headers replacing any of the

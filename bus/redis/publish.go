@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/eventsource-go/eventsource"
 	"github.com/eventsource-go/eventsource/bus"
+	"github.com/eventsource-go/eventsource/internal/uuidtext"
 )
 
 // Publish appends events to the stream, several in one pipeline, and
@@ -86,17 +86,7 @@ func xaddArgs(stream string, maxLen int64) []any {
 // the call owns rather than a fresh string.
 type idText [36]byte
 
-func (t *idText) set(id uuid.UUID) {
-	hex.Encode(t[0:8], id[0:4])
-	t[8] = '-'
-	hex.Encode(t[9:13], id[4:6])
-	t[13] = '-'
-	hex.Encode(t[14:18], id[6:8])
-	t[18] = '-'
-	hex.Encode(t[19:23], id[8:10])
-	t[23] = '-'
-	hex.Encode(t[24:], id[10:])
-}
+func (t *idText) set(id uuid.UUID) { uuidtext.Append(t[:0], id) }
 
 // MarshalBinary makes go-redis write the text as a bulk string.
 func (t *idText) MarshalBinary() ([]byte, error) { return t[:], nil }
