@@ -116,6 +116,22 @@ func Middleware(s Store, handler string, hold time.Duration) bus.Middleware {
 	}
 }
 
+// Purger deletes the keys a handler marked done before a time. A
+// duplicate of a purged key's event runs the handler again, so the
+// retention must outlast every redelivery and replay of an event (the
+// dead letters kept, a projection rebuilt from the store does not count:
+// it does not go through the bus). Without purging, the keys of every
+// event ever handled are kept.
+type Purger interface {
+	PurgeDone(ctx context.Context, handler string, doneBefore time.Time) (int64, error)
+}
+
+var (
+	_ Purger = (*Memory)(nil)
+	_ Purger = (*SQLite)(nil)
+	_ Purger = (*Postgres)(nil)
+)
+
 // Memory is a Store in memory, for one process and tests.
 type Memory struct {
 	mu   sync.Mutex
@@ -125,7 +141,7 @@ type Memory struct {
 
 type memoryKey struct {
 	done  bool
-	until time.Time
+	until time.Time // claimed until; once done, when it was done
 }
 
 // NewMemory returns an empty Memory store.
@@ -150,8 +166,22 @@ func (m *Memory) Claim(_ context.Context, handler, eventID string, hold time.Dur
 func (m *Memory) Complete(_ context.Context, handler, eventID string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.keys[[2]string{handler, eventID}] = memoryKey{done: true}
+	m.keys[[2]string{handler, eventID}] = memoryKey{done: true, until: m.now()}
 	return nil
+}
+
+// PurgeDone implements Purger.
+func (m *Memory) PurgeDone(_ context.Context, handler string, doneBefore time.Time) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for k, v := range m.keys {
+		if k[0] == handler && v.done && v.until.Before(doneBefore) {
+			delete(m.keys, k)
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Release implements Store.

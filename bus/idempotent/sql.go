@@ -13,7 +13,8 @@ import (
 )
 
 // Schema is the table both SQL stores create idempotently. Claims are
-// Unix milliseconds on the handlers' clocks.
+// Unix milliseconds on the handlers' clocks; once a key is done,
+// claimed_until_ms is when it was done (PurgeDone reads it).
 const Schema = `CREATE TABLE IF NOT EXISTS idempotency_keys (
 	handler          TEXT    NOT NULL,
 	event_id         TEXT    NOT NULL,
@@ -21,6 +22,14 @@ const Schema = `CREATE TABLE IF NOT EXISTS idempotency_keys (
 	claimed_until_ms BIGINT  NOT NULL,
 	PRIMARY KEY (handler, event_id)
 )`
+
+// doneIndex serves PurgeDone, which would otherwise scan the table for
+// every chunk it deletes.
+const doneIndex = `CREATE INDEX IF NOT EXISTS idempotency_keys_done ON idempotency_keys (handler, claimed_until_ms) WHERE done = 1`
+
+// purgeChunk is how many keys one PurgeDone statement deletes, so that a
+// large purge does not hold one long transaction.
+const purgeChunk = 1000
 
 // The claim inserts the key, or takes over one neither done nor held;
 // a row back means the caller holds it.
@@ -30,9 +39,27 @@ const (
 	WHERE idempotency_keys.done = 0 AND idempotency_keys.claimed_until_ms <= ?4
 	RETURNING 1`
 	doneSQL     = `SELECT done FROM idempotency_keys WHERE handler = ?1 AND event_id = ?2`
-	completeSQL = `UPDATE idempotency_keys SET done = 1 WHERE handler = ?1 AND event_id = ?2`
+	completeSQL = `UPDATE idempotency_keys SET done = 1, claimed_until_ms = ?3 WHERE handler = ?1 AND event_id = ?2`
 	releaseSQL  = `DELETE FROM idempotency_keys WHERE handler = ?1 AND event_id = ?2 AND done = 0`
+	purgeSQL    = `DELETE FROM idempotency_keys WHERE handler = ?1 AND event_id IN
+	(SELECT event_id FROM idempotency_keys WHERE handler = ?1 AND done = 1 AND claimed_until_ms < ?2 LIMIT ?3)`
 )
+
+// purgeInChunks runs deleteChunk until a chunk deletes fewer than
+// purgeChunk keys, and returns how many it deleted.
+func purgeInChunks(ctx context.Context, handler string, deleteChunk func(ctx context.Context) (int64, error)) (int64, error) {
+	var total int64
+	for {
+		n, err := deleteChunk(ctx)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("idempotent: purge %s: %w", handler, err)
+		}
+		if n < purgeChunk {
+			return total, nil
+		}
+	}
+}
 
 // SQLite is a Store in a SQLite database (database/sql, modernc.org/sqlite).
 type SQLite struct{ db *sql.DB }
@@ -40,8 +67,10 @@ type SQLite struct{ db *sql.DB }
 // NewSQLite returns a store on db, creating its table if it is missing.
 // db should have a busy timeout set.
 func NewSQLite(ctx context.Context, db *sql.DB) (*SQLite, error) {
-	if _, err := db.ExecContext(ctx, Schema); err != nil {
-		return nil, fmt.Errorf("idempotent: create table: %w", err)
+	for _, ddl := range []string{Schema, doneIndex} {
+		if _, err := db.ExecContext(ctx, ddl); err != nil {
+			return nil, fmt.Errorf("idempotent: create table: %w", err)
+		}
 	}
 	return &SQLite{db: db}, nil
 }
@@ -68,8 +97,19 @@ func (s *SQLite) Claim(ctx context.Context, handler, eventID string, hold time.D
 
 // Complete implements Store.
 func (s *SQLite) Complete(ctx context.Context, handler, eventID string) error {
-	_, err := s.db.ExecContext(ctx, completeSQL, handler, eventID)
+	_, err := s.db.ExecContext(ctx, completeSQL, handler, eventID, time.Now().UnixMilli())
 	return wrap("complete", handler, eventID, err)
+}
+
+// PurgeDone implements Purger.
+func (s *SQLite) PurgeDone(ctx context.Context, handler string, doneBefore time.Time) (int64, error) {
+	return purgeInChunks(ctx, handler, func(ctx context.Context) (int64, error) {
+		res, err := s.db.ExecContext(ctx, purgeSQL, handler, doneBefore.UnixMilli(), purgeChunk)
+		if err != nil {
+			return 0, err
+		}
+		return res.RowsAffected()
+	})
 }
 
 // Release implements Store.
@@ -88,7 +128,10 @@ func NewPostgres(ctx context.Context, pool *pgxpool.Pool) (*Postgres, error) {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(7652)"); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, Schema)
+		if _, err := tx.Exec(ctx, Schema); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, doneIndex)
 		return err
 	})
 	if err != nil {
@@ -121,8 +164,16 @@ func (s *Postgres) Claim(ctx context.Context, handler, eventID string, hold time
 
 // Complete implements Store.
 func (s *Postgres) Complete(ctx context.Context, handler, eventID string) error {
-	_, err := s.pool.Exec(ctx, pg(completeSQL), handler, eventID)
+	_, err := s.pool.Exec(ctx, pg(completeSQL), handler, eventID, time.Now().UnixMilli())
 	return wrap("complete", handler, eventID, err)
+}
+
+// PurgeDone implements Purger.
+func (s *Postgres) PurgeDone(ctx context.Context, handler string, doneBefore time.Time) (int64, error) {
+	return purgeInChunks(ctx, handler, func(ctx context.Context) (int64, error) {
+		tag, err := s.pool.Exec(ctx, pg(purgeSQL), handler, doneBefore.UnixMilli(), purgeChunk)
+		return tag.RowsAffected(), err
+	})
 }
 
 // Release implements Store.
