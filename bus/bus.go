@@ -161,7 +161,8 @@ func (e *HandlerError) Unwrap() error { return e.Err }
 
 // On subscribes a typed function: fn receives the payload as E, with no type
 // assertion in user code. An envelope whose payload is not an E (another Go
-// type registered under the same name) fails with an error.
+// type registered under the same name) fails with a Permanent error
+// matching eventsource.ErrInvalidEvent.
 func On[E eventsource.Event](b Bus, fn func(ctx context.Context, e E, env eventsource.Envelope) error, opts ...SubscribeOption) (Subscription, error) {
 	name, err := eventsource.TypeNameOf[E]()
 	if err != nil {
@@ -181,9 +182,11 @@ func (h typedHandler[E]) Handle(ctx context.Context, env eventsource.Envelope) e
 	// passing it on makes the compiler copy the payload twice, with a
 	// store-forwarding stall in between.
 	if _, ok := env.Event.(E); !ok {
+		// Permanent: the same payload decodes to the same Go type on every
+		// retry, so a broker bus dead-letters it at once.
 		var want E
-		return fmt.Errorf("%w: %s payload is %T, handler expects %T",
-			eventsource.ErrInvalidEvent, env.Type, env.Event, want)
+		return Permanent(fmt.Errorf("%w: %s payload is %T, handler expects %T",
+			eventsource.ErrInvalidEvent, env.Type, env.Event, want))
 	}
 	return h.fn(ctx, env.Event.(E), env)
 }

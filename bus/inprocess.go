@@ -270,13 +270,15 @@ func (b *InProcess) dispatchConcurrently(ctx context.Context, r *route, original
 			continue
 		}
 		sem <- struct{}{}
+		// Counted before the call, as on the sequential path, so that Stats
+		// never shows the call's error without the call.
+		r.counters.invoked.Add(1)
 		wg.Go(func() {
 			defer func() { <-sem }()
 			if herr := s.call(ctx, env); herr != nil {
 				b.handlerFailed(ctx, r.counters, s, env, herr)
 			}
 		})
-		r.counters.invoked.Add(1)
 	}
 	wg.Wait()
 	return err
@@ -427,6 +429,11 @@ func (b *InProcess) subscribe(eventTypes []string, h Handler, opts []SubscribeOp
 		if cfg.Async.Buffer < 1 {
 			return nil, fmt.Errorf("%w: async buffer must be at least 1, got %d", ErrInvalidSubscription, cfg.Async.Buffer)
 		}
+		// enqueue treats anything but DropNewest as Block: an unknown
+		// policy would silently apply backpressure the caller did not ask for.
+		if p := cfg.Async.Overflow; p != Block && p != DropNewest {
+			return nil, fmt.Errorf("%w: unknown overflow policy %v", ErrInvalidSubscription, p)
+		}
 		s.async = &asyncDelivery{sub: s, ch: make(chan eventsource.Envelope, cfg.Async.Buffer),
 			policy: cfg.Async.Overflow, quit: make(chan struct{})}
 		b.asyncs[s.async] = struct{}{}
@@ -472,22 +479,28 @@ func (b *InProcess) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := Stats{Subscribers: map[string]int{}}
+	// Every counter is loaded after those that are incremented later for
+	// the same event (handler calls before publishes, errors before calls,
+	// asynchronous subscribers before the publishes that fed them), so
+	// that a snapshot taken while events flow never shows an effect
+	// without its cause.
+	totals := b.retired
+	for a := range b.asyncs {
+		totals.add(a.totals())
+	}
 	add := func(c *typeCounters) {
-		st.Published += c.published.Load()
-		st.HandlersInvoked += c.invoked.Load()
-		st.Delivered += c.invoked.Load()
-		st.HandlerErrors += c.errors.Load()
 		st.HandlerPanics += c.panics.Load()
+		st.HandlerErrors += c.errors.Load()
+		invoked := c.invoked.Load()
+		st.HandlersInvoked += invoked
+		st.Delivered += invoked
+		st.Published += c.published.Load()
 	}
 	for _, c := range b.counters {
 		add(c)
 	}
 	add(b.untyped)
 	st.Published += b.bgPublished.Load()
-	totals := b.retired
-	for a := range b.asyncs {
-		totals.add(a.totals())
-	}
 	st.Delivered += totals.enqueued
 	st.HandlersInvoked += totals.invoked
 	st.HandlerErrors += totals.errors
@@ -513,7 +526,9 @@ func (b *InProcess) Stats() Stats {
 // queued is dropped (and counted), handlers already running are left to
 // return, and Close returns ctx.Err(); the bus's goroutines end once those
 // handlers return. Synchronous Publish calls already in progress finish on
-// their callers' goroutines. Later calls return the first call's outcome.
+// their callers' goroutines; one that reaches an asynchronous subscriber
+// Close has stopped returns ErrClosed (the event is counted as dropped).
+// Later calls return the first call's outcome.
 func (b *InProcess) Close(ctx context.Context) error {
 	return b.closer.Do(ctx, func() error {
 		b.closed.Store(true)
@@ -643,18 +658,38 @@ func (t *asyncTotals) add(o asyncTotals) {
 	t.dropped += o.dropped
 }
 
+// totals loads the counters latest first (processed, panics, errors,
+// invoked, enqueued), so that errors never outnumber calls in a snapshot.
 func (a *asyncDelivery) totals() asyncTotals {
-	return asyncTotals{
-		enqueued: a.enqueued.Load(), processed: a.processed.Load(), invoked: a.invoked.Load(),
-		errors: a.errors.Load(), panics: a.panics.Load(), dropped: a.dropped.Load(),
-	}
+	var t asyncTotals
+	t.processed = a.processed.Load()
+	t.panics = a.panics.Load()
+	t.errors = a.errors.Load()
+	t.invoked = a.invoked.Load()
+	t.enqueued = a.enqueued.Load()
+	t.dropped = a.dropped.Load()
+	// A publisher counts an event after its send succeeds, and the
+	// subscriber may have handled it by then: what it has called or
+	// processed was enqueued, counted or not yet. Taking the larger keeps
+	// in flight from going negative and enqueued monotonic, never above
+	// the truth (counting before the send would need taking back a send
+	// that fails, and a counter going backwards).
+	t.enqueued = max(t.enqueued, t.invoked, t.processed)
+	return t
 }
 
 func (a *asyncDelivery) enqueue(ctx context.Context, env *eventsource.Envelope, late *atomic.Uint64) error {
 	a.gate.RLock()
 	defer a.gate.RUnlock()
 	if a.stopped {
+		// A Publish begun before Close may get here after Close stopped
+		// the subscriber: the event is lost to it, so say so, as the
+		// waiting path below does. After Unsubscribe it is simply not
+		// delivered.
 		late.Add(1)
+		if a.sub.bus.closed.Load() {
+			return ErrClosed
+		}
 		return nil
 	}
 	select {

@@ -60,13 +60,18 @@ func (e permanentError) Unwrap() []error { return []error{ErrPermanent, e.err} }
 // with the event's retry.
 func Timeout(d time.Duration) Middleware {
 	return func(next Handler) Handler {
+		// The cause tells this deadline from the caller's ctx ending (the
+		// bus closing, an outer deadline): only the former is named in the
+		// error, so an unrelated failure does not read as a timeout.
+		expired := fmt.Errorf("bus: handler timeout %v: %w", d, context.DeadlineExceeded)
 		return HandlerFunc(func(ctx context.Context, env eventsource.Envelope) error {
-			ctx, cancel := context.WithTimeout(ctx, d)
+			ctx, cancel := context.WithTimeoutCause(ctx, d, expired)
 			defer cancel()
-			if err := next.Handle(ctx, env); err != nil {
+			err := next.Handle(ctx, env)
+			if err != nil && errors.Is(context.Cause(ctx), expired) {
 				return fmt.Errorf("%w (timeout %v)", err, d)
 			}
-			return nil
+			return err
 		})
 	}
 }
