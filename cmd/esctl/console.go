@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,7 @@ func cmdConsole(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("[-listen 127.0.0.1:8080] [-token T]")
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve on; anything but loopback requires -token")
 	token := fs.String("token", getenv("EVENTSOURCE_CONSOLE_TOKEN", ""), "token that API requests must carry ($EVENTSOURCE_CONSOLE_TOKEN); required off loopback")
+	e.secrets.add(getenv("EVENTSOURCE_CONSOLE_TOKEN", "")) // the usage text prints the default
 	if pos, err := e.parse(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {
@@ -101,15 +103,18 @@ type console struct {
 	broker   broker
 	store    *storeDB
 
-	mu    sync.Mutex // serializes admin calls: one bus per group is shared
-	tails sync.WaitGroup
-	stop  context.CancelFunc
+	mu       sync.Mutex // serializes admin calls: one bus per group is shared
+	tails    sync.WaitGroup
+	live     map[int]context.CancelFunc // the running tails, each removed when it ends
+	nextTail int
+	stopping bool
 }
 
 func (c *console) stopTails() {
 	c.mu.Lock()
-	if c.stop != nil {
-		c.stop()
+	c.stopping = true // a tail that starts now would outlive the broker
+	for _, cancel := range c.live {
+		cancel()
 	}
 	c.mu.Unlock()
 	c.tails.Wait()
@@ -236,12 +241,15 @@ func (c *console) showDeadLetter(w http.ResponseWriter, r *http.Request) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.knownGroup(w, r, r.PathValue("group")) {
+		return
+	}
 	adm, err := c.broker.admin(r.Context(), r.PathValue("group"))
 	if err != nil {
 		c.apiError(w, err)
 		return
 	}
-	recs, err := listAll(r.Context(), adm, filter{}, 1<<20)
+	recs, err := findIDs(r.Context(), adm, []string{r.PathValue("id")})
 	if err != nil {
 		c.apiError(w, err)
 		return
@@ -253,6 +261,24 @@ func (c *console) showDeadLetter(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	http.Error(w, "no such dead letter", http.StatusNotFound)
+}
+
+// knownGroup answers 404 for a group the console does not show: the path
+// comes from any page the browser opens (a GET needs no token on
+// loopback), and each new group would open, and keep, a bus on the broker.
+func (c *console) knownGroup(w http.ResponseWriter, r *http.Request, group string) bool {
+	ctx, cancel := context.WithTimeout(r.Context(), c.e.timeout)
+	defer cancel()
+	groups, err := resolveGroups(ctx, c.e, c.broker)
+	if err != nil {
+		c.apiError(w, err)
+		return false
+	}
+	if !slices.Contains(groups, group) {
+		http.Error(w, "console: no such group", http.StatusNotFound)
+		return false
+	}
+	return true
 }
 
 // action is the body of a replay or purge: one record, or all of a group.
@@ -267,7 +293,9 @@ func (c *console) readAction(w http.ResponseWriter, r *http.Request) (action, bo
 		http.Error(w, "console: Content-Type must be application/json", http.StatusUnsupportedMediaType)
 		return a, false
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&a); err != nil || a.Group == "" {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+	dec.DisallowUnknownFields() // a mistyped "id" would otherwise mean every record
+	if err := dec.Decode(&a); err != nil || a.Group == "" {
 		http.Error(w, "console: body must be {\"group\": ..., \"id\": ...}", http.StatusBadRequest)
 		return a, false
 	}
@@ -285,6 +313,9 @@ func (c *console) replay(w http.ResponseWriter, r *http.Request) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.knownGroup(w, r, a.Group) {
+		return
+	}
 	adm, err := c.broker.admin(r.Context(), a.Group)
 	if err != nil {
 		c.apiError(w, err)
@@ -311,6 +342,9 @@ func (c *console) purge(w http.ResponseWriter, r *http.Request) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.knownGroup(w, r, a.Group) {
+		return
+	}
 	adm, err := c.broker.admin(r.Context(), a.Group)
 	if err != nil {
 		c.apiError(w, err)
@@ -320,7 +354,7 @@ func (c *console) purge(w http.ResponseWriter, r *http.Request) {
 	if a.ID == "" {
 		n, err = adm.Purge(r.Context())
 	} else {
-		recs, lerr := listAll(r.Context(), adm, filter{}, 1<<20)
+		recs, lerr := findIDs(r.Context(), adm, []string{a.ID})
 		if lerr != nil {
 			c.apiError(w, lerr)
 			return
@@ -353,18 +387,27 @@ func (c *console) tail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.mu.Lock()
+	if c.stopping {
+		c.mu.Unlock()
+		http.Error(w, "console: stopping", http.StatusServiceUnavailable)
+		return
+	}
 	c.tails.Add(1)
 	ctx, cancel := context.WithCancel(r.Context())
-	prev := c.stop
-	c.stop = func() {
-		if prev != nil {
-			prev()
-		}
-		cancel()
+	if c.live == nil {
+		c.live = map[int]context.CancelFunc{}
 	}
+	id := c.nextTail
+	c.nextTail++
+	c.live[id] = cancel
 	c.mu.Unlock()
 	defer c.tails.Done()
-	defer cancel()
+	defer func() {
+		cancel()
+		c.mu.Lock()
+		delete(c.live, id)
+		c.mu.Unlock()
+	}()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	var wmu sync.Mutex

@@ -86,13 +86,15 @@ type grouped struct {
 	rec   consumer.DeadLetter
 }
 
+// listPage is how many records one List call asks for.
+const listPage = 500
+
 // listAll returns up to limit records of one group that match f.
 func listAll(ctx context.Context, adm consumer.Admin, f filter, limit int) ([]consumer.DeadLetter, error) {
 	var out []consumer.DeadLetter
 	after := ""
-	const page = 500
 	for len(out) < limit {
-		recs, err := adm.List(ctx, after, page)
+		recs, err := adm.List(ctx, after, listPage)
 		if err != nil {
 			return out, err
 		}
@@ -101,7 +103,7 @@ func listAll(ctx context.Context, adm consumer.Admin, f filter, limit int) ([]co
 				out = append(out, r)
 			}
 		}
-		if len(recs) < page {
+		if len(recs) < listPage {
 			break
 		}
 		after = recs[len(recs)-1].ID
@@ -219,16 +221,85 @@ func cmdDLQCount(ctx context.Context, e *env, args []string) error {
 
 // find returns the record with this ID in the selected groups.
 func find(ctx context.Context, e *env, b broker, id string) (grouped, error) {
-	recs, err := collect(ctx, e, b, filter{}, 1<<30)
+	recs, err := withIDs(ctx, e, b, []string{id})
 	if err != nil {
 		return grouped{}, err
 	}
-	for _, r := range recs {
-		if r.rec.ID == id {
-			return r, nil
+	return byID(recs, id)
+}
+
+// findIDs returns the records of one group with these IDs. It keeps only
+// those and reads no further than the last: a queue can hold millions.
+func findIDs(ctx context.Context, adm consumer.Admin, ids []string) ([]consumer.DeadLetter, error) {
+	left := map[string]bool{}
+	for _, id := range ids {
+		left[id] = true
+	}
+	var out []consumer.DeadLetter
+	after := ""
+	for len(left) > 0 {
+		recs, err := adm.List(ctx, after, listPage)
+		if err != nil {
+			return out, err
+		}
+		for _, r := range recs {
+			if left[r.ID] { // an ID is unique within a group
+				out = append(out, r)
+				delete(left, r.ID)
+			}
+		}
+		if len(recs) < listPage {
+			break
+		}
+		after = recs[len(recs)-1].ID
+	}
+	return out, nil
+}
+
+// withIDs returns the records with these IDs in every selected group.
+func withIDs(ctx context.Context, e *env, b broker, ids []string) ([]grouped, error) {
+	groups, err := resolveGroups(ctx, e, b)
+	if err != nil {
+		return nil, err
+	}
+	var out []grouped
+	for _, g := range groups {
+		adm, err := b.admin(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		recs, err := findIDs(ctx, adm, ids)
+		if err != nil {
+			return nil, fmt.Errorf("group %q: %w", g, err)
+		}
+		for _, r := range recs {
+			out = append(out, grouped{g, r})
 		}
 	}
-	return grouped{}, fmt.Errorf("dead letter %s: %w", id, eventsource.ErrNotFound)
+	return out, nil
+}
+
+// byID picks the record with this ID. IDs are unique within one group's
+// dead letters only (Redis stream IDs are times), so an ID found in
+// several groups is refused rather than taken from the first.
+func byID(recs []grouped, id string) (grouped, error) {
+	var found []grouped
+	for _, r := range recs {
+		if r.rec.ID == id {
+			found = append(found, r)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return grouped{}, fmt.Errorf("dead letter %s: %w", id, eventsource.ErrNotFound)
+	case 1:
+		return found[0], nil
+	}
+	groups := make([]string, len(found))
+	for i, r := range found {
+		groups[i] = r.group
+	}
+	return grouped{}, fmt.Errorf("dead letter %s is in groups %s: say which with -group", id, strings.Join(groups, ", "))
 }
 
 func cmdDLQShow(ctx context.Context, e *env, args []string) error {
@@ -297,20 +368,20 @@ func cmdDLQReplay(ctx context.Context, e *env, args []string) error {
 			return replayAll(ctx, e, b)
 		}
 		if len(ids) > 0 {
-			recs, err := collect(ctx, e, b, filter{}, 1<<30)
+			recs, err := withIDs(ctx, e, b, ids)
 			if err != nil {
 				return err
 			}
 			for _, id := range ids {
-				i := slices.IndexFunc(recs, func(r grouped) bool { return r.rec.ID == id })
-				if i < 0 {
-					return fmt.Errorf("dead letter %s: %w", id, eventsource.ErrNotFound)
+				t, err := byID(recs, id)
+				if err != nil {
+					return err
 				}
-				if r := recs[i].rec; r.BodyDropped { // before any replay, so that none is half done
+				if r := t.rec; r.BodyDropped { // before any replay, so that none is half done
 					return fmt.Errorf("dead letter %s: %w (the broker dropped its %d bytes; the original is at %s %s)",
 						id, consumer.ErrBodyDropped, r.Size, orDash(r.Source), r.SourceID)
 				}
-				targets = append(targets, recs[i])
+				targets = append(targets, t)
 			}
 		} else {
 			if targets, err = collect(ctx, e, b, f, 1<<30); err != nil {
@@ -495,18 +566,23 @@ func cmdDLQPurge(ctx context.Context, e *env, args []string) error {
 			}
 			return t.flush()
 		}
-		recs, err := collect(ctx, e, b, f, 1<<30)
+		var recs []grouped
+		if len(ids) > 0 {
+			recs, err = withIDs(ctx, e, b, ids)
+		} else {
+			recs, err = collect(ctx, e, b, f, 1<<30)
+		}
 		if err != nil {
 			return err
 		}
 		if len(ids) > 0 {
 			var sel []grouped
 			for _, id := range ids {
-				i := slices.IndexFunc(recs, func(r grouped) bool { return r.rec.ID == id })
-				if i < 0 {
-					return fmt.Errorf("dead letter %s: %w", id, eventsource.ErrNotFound)
+				r, err := byID(recs, id)
+				if err != nil {
+					return err
 				}
-				sel = append(sel, recs[i])
+				sel = append(sel, r)
 			}
 			recs = sel
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -69,12 +70,23 @@ func (e *env) flagSet(usage string) *flag.FlagSet {
 	fs.StringVar(&e.groups, "group", os.Getenv("EVENTSOURCE_GROUP"), "consumer group(s), comma-separated (default: every group found on Redis and Kafka, \"default\" on RabbitMQ)")
 	fs.StringVar(&e.sqlitePath, "sqlite-path", os.Getenv("EVENTSOURCE_SQLITE_PATH"), "SQLite store file ($EVENTSOURCE_SQLITE_PATH)")
 	fs.StringVar(&e.postgresURL, "postgres-url", os.Getenv("EVENTSOURCE_POSTGRES_URL"), "PostgreSQL store URL ($EVENTSOURCE_POSTGRES_URL)")
+	// The usage text prints these defaults, before parse can register them.
+	e.registerSecrets()
 	return fs
+}
+
+// registerSecrets gives the output filter the passwords of the configured
+// URLs and broker addresses.
+func (e *env) registerSecrets() {
+	for _, u := range []string{e.redisURL, e.amqpURL, e.kafkaBrokers, e.postgresURL} {
+		e.secrets.addURL(u)
+	}
 }
 
 // parse parses args, flags and positional arguments in any order, and
 // registers the secrets of the configured URLs with the output filter.
 func (e *env) parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	defer e.registerSecrets() // also when parsing fails half way
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -93,9 +105,6 @@ func (e *env) parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		pos = append(pos, args[0])
 		args = args[1:]
-	}
-	for _, u := range []string{e.redisURL, e.amqpURL, e.postgresURL} {
-		e.secrets.addURL(u)
 	}
 	if e.output != "table" && e.output != "json" {
 		return nil, usagef("-o must be table or json, got %q", e.output)
@@ -147,16 +156,83 @@ type scrubber struct {
 	secrets []string
 }
 
-// addURL registers the password (and the whole userinfo) of a URL.
+// addURL registers the passwords of a URL, a comma-separated list of them
+// (Kafka brokers), or a PostgreSQL keyword/value string: decoded, and as
+// written, since client libraries echo the string they were given.
 func (s *scrubber) addURL(raw string) {
 	for part := range strings.SplitSeq(raw, ",") {
-		u, err := url.Parse(strings.TrimSpace(part))
-		if err != nil || u.User == nil {
+		part = strings.TrimSpace(part)
+		_, rest, isURL := strings.Cut(part, "://")
+		if !isURL {
+			if strings.Contains(part, "=") {
+				s.addKeywordPassword(raw)
+				return // the whole string is one, commas included
+			}
 			continue
 		}
-		if p, ok := u.User.Password(); ok && p != "" {
-			s.add(p)
-			s.add(url.QueryEscape(p))
+		if u, err := url.Parse(part); err == nil && u.User != nil {
+			if p, ok := u.User.Password(); ok && p != "" {
+				s.add(p)
+				s.add(url.QueryEscape(p))
+				s.add(url.PathEscape(p))
+			}
+		}
+		// As written: userinfo ends at the last "@" of the authority; a URL
+		// that does not parse (a bad escape, a raw "/" in the password) is
+		// cut at the last "@" of the whole string, which errs on the side
+		// of hiding more.
+		for _, authority := range []string{strings.SplitN(rest, "/", 2)[0], rest} {
+			at := strings.LastIndex(authority, "@")
+			if at < 0 {
+				continue
+			}
+			if _, p, ok := strings.Cut(authority[:at], ":"); ok && p != "" {
+				s.add(p)
+				if dec, err := url.PathUnescape(p); err == nil {
+					s.add(dec)
+				}
+			}
+		}
+	}
+}
+
+// addKeywordPassword registers the password of a keyword/value connection
+// string ("host=db password='s e c' ..."), the form pgx also accepts.
+func (s *scrubber) addKeywordPassword(dsn string) {
+	rest := dsn
+	for {
+		rest = strings.TrimLeft(rest, " \t\n\r")
+		eq := strings.IndexByte(rest, '=')
+		if eq < 0 {
+			return
+		}
+		key := strings.TrimSpace(rest[:eq])
+		rest = strings.TrimLeft(rest[eq+1:], " \t")
+		var written, value string
+		if strings.HasPrefix(rest, "'") {
+			var b strings.Builder
+			i := 1
+			for ; i < len(rest) && rest[i] != '\''; i++ {
+				if rest[i] == '\\' && i+1 < len(rest) {
+					i++
+				}
+				b.WriteByte(rest[i])
+			}
+			written, value = rest[1:min(i, len(rest))], b.String()
+			rest = rest[min(i+1, len(rest)):]
+		} else {
+			end := strings.IndexAny(rest, " \t\n\r")
+			if end < 0 {
+				end = len(rest)
+			}
+			written, value = rest[:end], rest[:end]
+			rest = rest[end:]
+		}
+		if key == "password" && value != "" {
+			// redact.URL, taking the string for a path, escapes the spaces.
+			for _, v := range []string{value, written, url.PathEscape(value), url.PathEscape(written)} {
+				s.add(v)
+			}
 		}
 	}
 }
@@ -167,7 +243,9 @@ func (s *scrubber) add(secret string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.secrets = append(s.secrets, secret)
+	if !slices.Contains(s.secrets, secret) { // registered at flag definition and again after parsing
+		s.secrets = append(s.secrets, secret)
+	}
 }
 
 func (s *scrubber) scrub(b []byte) []byte {

@@ -107,6 +107,14 @@ var commands = []command{
 // run is the whole program, testable in process: it returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	secrets := &scrubber{}
+	// Before anything is echoed (an unknown command repeats its words):
+	// the URLs of the environment, and any argument that holds a password.
+	for _, v := range []string{"EVENTSOURCE_REDIS_URL", "EVENTSOURCE_AMQP_URL", "EVENTSOURCE_KAFKA_BROKERS", "EVENTSOURCE_POSTGRES_URL"} {
+		secrets.addURL(os.Getenv(v))
+	}
+	for _, a := range args {
+		secrets.addURL(a)
+	}
 	out := &scrubWriter{w: stdout, s: secrets}
 	errw := &scrubWriter{w: stderr, s: secrets}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
