@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"time"
 
@@ -115,7 +116,8 @@ func New[A aggregate.Root](store eventstore.Store, b bus.Bus, newAggregate func(
 	}
 }
 
-// Load rebuilds the aggregate with the given ID. An ID with no events
+// Load rebuilds the aggregate with the given ID, from its latest snapshot
+// when the stream reaches the snapshot's version. An ID with no events
 // returns an error matching eventsource.ErrNotFound; the empty ID, which no
 // saved aggregate can have, one matching eventsource.ErrNoAggregateID.
 func (r *Repository[A]) Load(ctx context.Context, id string) (A, error) {
@@ -127,7 +129,24 @@ func (r *Repository[A]) Load(ctx context.Context, id string) (A, error) {
 	}
 	streamID := eventsource.StreamID(r.aggregateType, id)
 	a, from := r.restoreSnapshot(ctx, streamID, id)
-	if err := aggregate.Replay(a, r.store.Load(ctx, streamID, from+1)); err != nil {
+	history := r.store.Load(ctx, streamID, 1)
+	reached := from == 0
+	if from > 0 {
+		// Read from the snapshot's own event, which proves that the stream
+		// reaches it: a snapshot ahead of the stream (events restored from
+		// an older backup) would claim events that do not exist, and every
+		// Save would then conflict.
+		history = afterSnapshot(r.store.Load(ctx, streamID, from), from, &reached)
+	}
+	err := aggregate.Replay(a, history)
+	if err == nil && !reached {
+		r.logger.WarnContext(ctx, "snapshot is ahead of the stream, replaying all events",
+			"stream", streamID, "snapshot_version", from)
+		a = r.newAggregate()
+		a.SetID(id)
+		err = aggregate.Replay(a, r.store.Load(ctx, streamID, 1))
+	}
+	if err != nil {
 		var zero A
 		return zero, fmt.Errorf("repository: load %s: %w", streamID, err)
 	}
@@ -136,6 +155,28 @@ func (r *Repository[A]) Load(ctx context.Context, id string) (A, error) {
 		return zero, fmt.Errorf("%w: %s %q", eventsource.ErrNotFound, r.aggregateType, id)
 	}
 	return a, nil
+}
+
+// afterSnapshot yields history, read from the snapshot's version, without
+// its first event, which is the snapshot's own. It sets *reached to whether
+// that event exists.
+func afterSnapshot(history iter.Seq2[eventsource.Envelope, error], version int64, reached *bool) iter.Seq2[eventsource.Envelope, error] {
+	return func(yield func(eventsource.Envelope, error) bool) {
+		first := true
+		for env, err := range history {
+			if first && err == nil {
+				first = false
+				if env.Version != version {
+					return // the stream stops short of the snapshot
+				}
+				*reached = true
+				continue
+			}
+			if !yield(env, err) {
+				return
+			}
+		}
+	}
 }
 
 // restoreSnapshot returns the aggregate restored from its latest usable

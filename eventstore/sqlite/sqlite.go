@@ -78,6 +78,7 @@ import (
 	"github.com/eventsource-go/eventsource/eventstore"
 	"github.com/eventsource-go/eventsource/eventstore/internal/pages"
 	"github.com/eventsource-go/eventsource/eventstore/internal/prep"
+	"github.com/eventsource-go/eventsource/internal/sleep"
 )
 
 // schemaVersion is stored in PRAGMA user_version; a file from a newer
@@ -233,7 +234,8 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 
 	pragmas := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=synchronous(%s)",
 		cfg.busyTimeout.Milliseconds(), cfg.synchronous)
-	write, err := sql.Open("sqlite", path+"?"+pragmas+"&_pragma=journal_mode(WAL)&_txlock=immediate")
+	// WAL mode is set by migrate, not in the DSN: see enableWAL.
+	write, err := sql.Open("sqlite", path+"?"+pragmas+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
@@ -242,6 +244,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	write.SetConnMaxLifetime(0)
 	write.SetConnMaxIdleTime(0)
 	s := &Store{write: write, registry: cfg.registry, pageSize: cfg.pageSize}
+	if err := s.enableWAL(ctx, cfg.busyTimeout); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
 	if err := s.migrate(ctx); err != nil {
 		write.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
@@ -277,6 +283,34 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// enableWAL puts the file in WAL mode, which is stored in the file. SQLite
+// does not call the busy handler for the switch: a process that opens a
+// new file while another does gets SQLITE_BUSY at once, so the switch is
+// retried here for up to the busy timeout.
+func (s *Store) enableWAL(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for {
+		var mode string
+		err := s.write.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode)
+		if err == nil {
+			return nil
+		}
+		if !isBusy(err) || time.Now().After(deadline) {
+			return fmt.Errorf("set WAL mode: %w", err)
+		}
+		if !sleep.For(ctx, wait) {
+			return ctx.Err()
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+func isBusy(err error) bool {
+	var se *msqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -358,3 +358,41 @@ func TestSnapshotsTableAddedToOlderFile(t *testing.T) {
 		t.Fatalf("snapshot after reopen = %+v, %v", got, err)
 	}
 }
+
+// Processes that start together open a new file at the same moment. Each
+// must wait for the others (up to the busy timeout), never fail Open with
+// "database is locked": SQLite does not call the busy handler for the
+// switch to WAL mode.
+func TestOpenANewFileConcurrently(t *testing.T) {
+	const rounds, opens = 40, 6
+	reg := storetest.NewRegistry()
+	for round := range rounds {
+		path := filepath.Join(t.TempDir(), "events.db")
+		var (
+			wg    sync.WaitGroup
+			start = make(chan struct{})
+			errs  = make(chan error, opens)
+		)
+		for i := range opens {
+			wg.Go(func() {
+				<-start // all at once: the race is in the first statements
+				s, err := sqlite.Open(t.Context(), path, sqlite.WithRegistry(reg))
+				if err != nil {
+					errs <- fmt.Errorf("open %d: %w", i, err)
+					return
+				}
+				defer s.Close()
+				stream := fmt.Sprintf("Account-%d", i)
+				if _, err := s.Append(t.Context(), stream, eventstore.NoStream, deposits(stream, 1)); err != nil {
+					errs <- fmt.Errorf("append %d: %w", i, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+}
