@@ -111,6 +111,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -400,11 +401,26 @@ func appendError(ctx context.Context, streamID string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		err = cerr
 	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && unstorable[pgErr.Code] {
+		return fmt.Errorf("postgres: append to %q: %w: %w", streamID, eventsource.ErrInvalidEvent, err)
+	}
 	return fmt.Errorf("postgres: append to %q: %w", streamID, err)
 }
 
+// unstorable are the SQLSTATEs of values PostgreSQL cannot hold, which
+// the other stores keep: a NUL character in text (22021) or as \u0000 in
+// jsonb (22P05), a jsonb value over its size limit (54000). Retrying
+// cannot help, so they are ErrInvalidEvent, not a database failure.
+var unstorable = map[string]bool{"22021": true, "22P05": true, "54000": true}
+
 // Load implements eventstore.Store.
 func (s *Store) Load(ctx context.Context, streamID string, fromVersion int64) iter.Seq2[eventsource.Envelope, error] {
+	if strings.IndexByte(streamID, 0) >= 0 {
+		// PostgreSQL's text cannot hold a NUL, so no such stream exists
+		// (Append refuses it); asking would fail on the parameter.
+		return func(func(eventsource.Envelope, error) bool) {}
+	}
 	return s.reader(func(bound int64, after *stored) (string, []any) {
 		from := max(fromVersion, 1)
 		if after != nil {

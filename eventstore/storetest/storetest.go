@@ -68,6 +68,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		{"ConflictError", testConflictError},
 		{"AtomicBatch", testAtomicBatch},
 		{"InvalidEvents", testInvalidEvents},
+		{"NULCharacters", testNULCharacters},
 		{"EmptyAppend", testEmptyAppend},
 		{"LargeBatch", testLargeBatch},
 		{"Load", testLoad},
@@ -1082,4 +1083,53 @@ func testReadAllWhileAppending(t *testing.T, s eventstore.Store) {
 	positions := slices.Collect(maps.Values(seen))
 	slices.Sort(positions)
 	t.Logf("reader followed %d events from position %d to %d", len(seen), positions[0], positions[len(positions)-1])
+}
+
+// testNULCharacters: a NUL character, which Go strings hold and JSON
+// escapes, in a payload, in metadata or in an aggregate ID is either kept
+// exactly or refused with ErrInvalidEvent, the whole batch with nothing
+// stored (PostgreSQL's text and jsonb cannot hold it); never a raw driver
+// error nor a changed value.
+func testNULCharacters(t *testing.T, s eventstore.Store) {
+	ctx := testContext(t)
+	cases := []struct {
+		name string
+		edit func(env *eventsource.Envelope)
+	}{
+		{"payload", func(env *eventsource.Envelope) {
+			env.Event = Withdrawn{Amount: 1, Note: "a\x00b"}
+			env.Type = Withdrawn{}.EventType()
+		}},
+		{"metadata", func(env *eventsource.Envelope) { env.Metadata.CorrelationID = "c\x00d" }},
+		{"aggregate ID", func(env *eventsource.Envelope) { env.AggregateID += "\x00x" }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, agg := newStream()
+			batch := deposits(agg, 0, 2)
+			tc.edit(&batch[1])
+			batch[0].AggregateID = batch[1].AggregateID
+			stream := eventsource.StreamID("storetest", batch[1].AggregateID)
+			_, err := s.Append(ctx, stream, eventstore.NoStream, batch)
+			if err != nil {
+				if !errors.Is(err, eventsource.ErrInvalidEvent) {
+					t.Fatalf("Append with a NUL in the %s: %v, want nil or ErrInvalidEvent", tc.name, err)
+				}
+				wantLen(t, ctx, s, stream, 0)
+				return
+			}
+			got := collect(t, s.Load(ctx, stream, 1))
+			if len(got) != 2 {
+				t.Fatalf("loaded %d events, want 2", len(got))
+			}
+			e := got[1]
+			if e.AggregateID != batch[1].AggregateID || e.Metadata.CorrelationID != batch[1].Metadata.CorrelationID {
+				t.Fatalf("loaded aggregate ID %q, correlation %q; want %q, %q", e.AggregateID, e.Metadata.CorrelationID,
+					batch[1].AggregateID, batch[1].Metadata.CorrelationID)
+			}
+			if w, ok := batch[1].Event.(Withdrawn); ok && e.Event != w {
+				t.Fatalf("loaded payload %#v, want %#v", e.Event, w)
+			}
+		})
+	}
 }
