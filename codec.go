@@ -29,7 +29,8 @@ func NewJSONCodec(r *Registry) JSONCodec { return JSONCodec{Registry: r} }
 
 // Marshal encodes env in the wire format; the payload goes under "data",
 // and its schema version (SchemaVersionOf), when above 1, under
-// "schema_version".
+// "schema_version". An OccurredAt that RFC 3339 cannot carry (a year
+// outside 0 to 9999, say) is an error matching ErrInvalidEvent.
 func (c JSONCodec) Marshal(env Envelope) ([]byte, error) {
 	if env.Event == nil {
 		return nil, fmt.Errorf("%w: nil event", ErrInvalidEvent)
@@ -43,7 +44,10 @@ func (c JSONCodec) Marshal(env Envelope) ([]byte, error) {
 	// the payload on its own first.
 	w := encodeBuffers.Get().(*encodeBuffer)
 	defer w.release()
-	w.b = appendEnvelopeHead(w.b[:0], &env, typ, SchemaVersionOf(env.Event))
+	var err error
+	if w.b, err = appendEnvelopeHead(w.b[:0], &env, typ, SchemaVersionOf(env.Event)); err != nil {
+		return nil, err
+	}
 	if raw, ok := env.Event.(RawEvent); ok {
 		// Stored bytes, already encoded: written as they are.
 		data, err := MarshalEvent(raw)
@@ -94,7 +98,8 @@ var encodeBuffers = sync.Pool{New: func() any {
 // type, one matching ErrUnknownEventType; a version the code cannot read,
 // one matching ErrUnknownSchemaVersion.
 func (c JSONCodec) Unmarshal(b []byte) (Envelope, error) {
-	w, err := readWire(b)
+	var env Envelope // readWire sets OccurredAt and Metadata
+	w, err := readWire(b, &env)
 	if err != nil {
 		return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: err}
 	}
@@ -105,24 +110,9 @@ func (c JSONCodec) Unmarshal(b []byte) (Envelope, error) {
 	if err != nil {
 		return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: fmt.Errorf(`field "id": %w`, err)}
 	}
-	env := Envelope{
-		ID:            id,
-		Type:          w.typ,
-		AggregateType: w.aggregateType,
-		AggregateID:   w.aggregateID,
-		Version:       w.version,
-		Position:      w.position,
-	}
-	if w.occurredAt != nil {
-		if err := env.OccurredAt.UnmarshalJSON(w.occurredAt); err != nil {
-			return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: fmt.Errorf(`field "occurred_at": %w`, err)}
-		}
-	}
-	if w.metadata != nil {
-		if err := readMetadata(w.metadata, &env.Metadata); err != nil {
-			return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: fmt.Errorf(`field "metadata": %w`, err)}
-		}
-	}
+	env.ID = id
+	env.AggregateType, env.AggregateID = w.aggregateType, w.aggregateID
+	env.Version, env.Position = w.version, w.position
 	if len(bytes.TrimSpace(w.data)) == 0 {
 		return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: errors.New(`missing "data"`)}
 	}

@@ -8,7 +8,7 @@ import "errors"
 // its transport's type field says. Bytes that are not an envelope return a
 // *DecodeError matching ErrMalformed.
 func EnvelopeType(b []byte) (string, error) {
-	w, err := readWire(b)
+	w, err := readWire(b, nil)
 	if err != nil {
 		return "", &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: err}
 	}

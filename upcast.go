@@ -246,24 +246,28 @@ func (r *Registry) upcast(reg *registration, from int, data []byte) ([]byte, err
 		return nil, &DecodeError{Type: reg.name, Kind: ErrUnknownSchemaVersion,
 			Cause: fmt.Errorf("schema version %d is newer than this code's %d", from, reg.current)}
 	}
-	steps := make([]Upcaster, 0, reg.current-from)
+	// The whole chain is checked before any step runs, and nothing is
+	// sized by the versions: a type declaring a version no chain reaches
+	// is a missing step, not an allocation that size. Steps are looked up
+	// again to run them outside the lock; a registered one never goes.
 	r.mu.RLock()
 	chain := r.upcasters[reg.name]
 	for v := from; v < reg.current; v++ {
-		up := chain[v]
-		if up == nil {
+		if chain[v] == nil {
 			r.mu.RUnlock()
 			return nil, &DecodeError{Type: reg.name, Kind: ErrUnknownSchemaVersion,
 				Cause: fmt.Errorf("schema version %d: no upcaster from version %d to %d", from, v, v+1)}
 		}
-		steps = append(steps, up)
 	}
 	r.mu.RUnlock()
-	for i, up := range steps {
+	for v := from; v < reg.current; v++ {
+		r.mu.RLock()
+		up := chain[v]
+		r.mu.RUnlock()
 		next, err := callUpcaster(up, data)
 		if err != nil {
 			return nil, &DecodeError{Type: reg.name, Kind: ErrMalformed,
-				Cause: fmt.Errorf("upcast from schema version %d: %w", from+i, err)}
+				Cause: fmt.Errorf("upcast from schema version %d: %w", v, err)}
 		}
 		data = next
 	}

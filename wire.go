@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/eventsource-go/eventsource/internal/uuidtext"
@@ -24,8 +23,10 @@ import (
 // appendEnvelopeHead writes the wire format's JSON object for env up to
 // and including the "data" key; the encoded payload and '}' follow.
 // schemaVersion is written only above 1, so that events of a type that
-// never changed shape keep the bytes they always had.
-func appendEnvelopeHead(buf []byte, env *Envelope, typ string, schemaVersion int) []byte {
+// never changed shape keep the bytes they always had. An occurred_at that
+// RFC 3339 cannot carry is an error, as it is for encoding/json: written,
+// it would make bytes that no consumer can decode.
+func appendEnvelopeHead(buf []byte, env *Envelope, typ string, schemaVersion int) ([]byte, error) {
 	buf = append(buf, `{"id":"`...)
 	buf = uuidtext.Append(buf, env.ID)
 	buf = append(buf, `","type":`...)
@@ -45,13 +46,16 @@ func appendEnvelopeHead(buf []byte, env *Envelope, typ string, schemaVersion int
 		buf = strconv.AppendInt(buf, env.Position, 10)
 	}
 	buf = append(buf, `,"occurred_at":"`...)
-	buf = env.OccurredAt.AppendFormat(buf, time.RFC3339Nano)
+	buf, err := env.OccurredAt.AppendText(buf) // RFC 3339 with nanoseconds, checked
+	if err != nil {
+		return buf, fmt.Errorf("%w: occurred_at: %v", ErrInvalidEvent, err)
+	}
 	buf = append(buf, '"')
 	if !env.Metadata.IsZero() {
 		buf = append(buf, `,"metadata":`...)
 		buf = appendMetadata(buf, &env.Metadata)
 	}
-	return append(buf, `,"data":`...)
+	return append(buf, `,"data":`...), nil
 }
 
 // appendMetadata writes m as encoding/json would (its struct tags, empty
@@ -116,8 +120,9 @@ var errSyntax = errors.New("invalid JSON")
 
 // wireReader reads the envelope object. It accepts what encoding/json
 // would decode into the documented fields (keys matched case-insensitively,
-// unknown keys ignored, the last of duplicate keys winning) and rejects
-// the rest.
+// unknown keys ignored, a repeated key decoded again into the same field,
+// so that the last wins except over null, which leaves a field as it was)
+// and rejects the rest, nesting deeper than encoding/json's limit included.
 type wireReader struct {
 	b []byte
 	i int
@@ -126,43 +131,83 @@ type wireReader struct {
 type wireFields struct {
 	id, typ, aggregateType, aggregateID string
 	version, position, schemaVersion    int64
-	occurredAt, metadata, data          []byte // raw JSON values; nil when absent
+	data                                []byte // raw JSON; nil when absent
 }
 
-func readWire(b []byte) (wireFields, error) {
+// readWire reads the envelope in b. With env, "occurred_at" and
+// "metadata" are decoded into it where they are met, as encoding/json
+// decodes each occurrence of a repeated key (an invalid first one fails
+// the envelope; metadata objects merge); without (EnvelopeType), they are
+// only checked to be JSON.
+func readWire(b []byte, env *Envelope) (wireFields, error) {
 	var f wireFields
 	r := wireReader{b: b}
-	err := r.object(func(key []byte) error { return r.field(&f, key) })
+	err := r.object(func(key []byte) error { return r.field(&f, env, key) })
 	return f, err
 }
 
-func (r *wireReader) field(f *wireFields, key []byte) error {
+// field reads the value of an envelope key; the envelope is the one
+// enclosing object, so its values are at depth 1.
+func (r *wireReader) field(f *wireFields, env *Envelope, key []byte) error {
 	var err error
 	switch {
 	case matchKey(key, "id"):
-		f.id, err = r.nullableStr("id")
+		err = r.nullableStrField(&f.id, "id")
 	case matchKey(key, "type"):
-		f.typ, err = r.nullableStr("type")
+		err = r.nullableStrField(&f.typ, "type")
 	case matchKey(key, "aggregate_type"):
-		f.aggregateType, err = r.nullableStr("aggregate_type")
+		err = r.nullableStrField(&f.aggregateType, "aggregate_type")
 	case matchKey(key, "aggregate_id"):
-		f.aggregateID, err = r.nullableStr("aggregate_id")
+		err = r.nullableStrField(&f.aggregateID, "aggregate_id")
 	case matchKey(key, "occurred_at"):
-		f.occurredAt, err = r.raw() // time.Time.UnmarshalJSON judges it, as encoding/json would
+		err = r.occurredAt(env)
 	case matchKey(key, "version"):
-		f.version, err = r.nullableInt("version")
+		err = r.nullableIntField(&f.version, "version")
 	case matchKey(key, "position"):
-		f.position, err = r.nullableInt("position")
+		err = r.nullableIntField(&f.position, "position")
 	case matchKey(key, "metadata"):
-		f.metadata, err = r.raw()
+		err = r.metadataField(env)
 	case matchKey(key, "data"):
-		f.data, err = r.raw()
+		f.data, err = r.value(1)
 	case matchKey(key, "schema_version"): // after the keys every envelope has: they match first
-		f.schemaVersion, err = r.nullableInt("schema_version")
+		err = r.nullableIntField(&f.schemaVersion, "schema_version")
 	default:
-		err = r.skipValue(key)
+		_, err = r.value(1)
 	}
 	return err
+}
+
+// occurredAt reads "occurred_at" into env.OccurredAt (null leaves it);
+// time.Time.UnmarshalJSON judges it, as encoding/json would.
+func (r *wireReader) occurredAt(env *Envelope) error {
+	v, err := r.value(1)
+	if err != nil || env == nil {
+		return err
+	}
+	if err := env.OccurredAt.UnmarshalJSON(v); err != nil {
+		return fmt.Errorf(`field "occurred_at": %w`, err)
+	}
+	return nil
+}
+
+// metadataField reads "metadata" into env.Metadata as encoding/json reads
+// it into the *Metadata of the wire struct: null clears it, an object is
+// merged into what an earlier one set.
+func (r *wireReader) metadataField(env *Envelope) error {
+	if r.literalNull() {
+		if env != nil {
+			env.Metadata = Metadata{}
+		}
+		return nil
+	}
+	if env == nil {
+		_, err := r.value(1)
+		return err
+	}
+	if err := r.metadata(&env.Metadata, 1); err != nil {
+		return fmt.Errorf(`field "metadata": %w`, err)
+	}
+	return nil
 }
 
 func matchKey(key []byte, name string) bool {
@@ -204,15 +249,12 @@ func (r *wireReader) literalNull() bool {
 	return false
 }
 
-func (r *wireReader) nullableStr(key string) (string, error) {
-	if r.literalNull() {
-		return "", nil
+// nullableStrField sets *dst to a JSON string, and leaves it for null.
+func (r *wireReader) nullableStrField(dst *string, key string) error {
+	if err := r.nullableStrInto(dst); err != nil {
+		return fmt.Errorf("field %q: %w", key, err)
 	}
-	s, err := r.str()
-	if err != nil {
-		return "", fmt.Errorf("field %q: %w", key, err)
-	}
-	return s, nil
+	return nil
 }
 
 // str reads a JSON string.
@@ -255,9 +297,11 @@ func (r *wireReader) strBytes() ([]byte, error) {
 	return nil, fmt.Errorf("%w: unterminated string", errSyntax)
 }
 
-func (r *wireReader) nullableInt(key string) (int64, error) {
+// nullableIntField sets *dst to a JSON integer in int64's range, and
+// leaves it for null.
+func (r *wireReader) nullableIntField(dst *int64, key string) error {
 	if r.literalNull() {
-		return 0, nil
+		return nil
 	}
 	start := r.i
 	if r.i < len(r.b) && r.b[r.i] == '-' {
@@ -269,51 +313,162 @@ func (r *wireReader) nullableInt(key string) (int64, error) {
 	n, err := strconv.ParseInt(string(r.b[start:r.i]), 10, 64)
 	if err != nil || (r.i < len(r.b) && strings.IndexByte(".eE", r.b[r.i]) >= 0) ||
 		(r.b[start] == '0' && r.i-start > 1) || (r.b[start] == '-' && r.i-start > 2 && r.b[start+1] == '0') {
-		return 0, fmt.Errorf("field %q: %w: not an integer at offset %d", key, errSyntax, start)
+		return fmt.Errorf("field %q: %w: not an integer at offset %d", key, errSyntax, start)
 	}
-	return n, nil
+	*dst = n
+	return nil
 }
 
-// raw returns the next value's bytes, checking only that strings,
-// objects and arrays are closed; encoding/json validates what is decoded.
-func (r *wireReader) raw() ([]byte, error) {
+// maxNesting is encoding/json's limit on nested arrays and objects,
+// counted from the outermost.
+const maxNesting = 10000
+
+// value reads one JSON value, checking it as encoding/json's scanner
+// does, and returns its bytes; depth is the number of arrays and objects
+// around it. Nothing is copied: it costs one pass over the bytes.
+func (r *wireReader) value(depth int) ([]byte, error) {
 	start := r.i
-	depth := 0
-	for r.i < len(r.b) {
-		switch c := r.b[r.i]; c {
-		case '"':
-			// Skipped, not kept: strBytes copies nothing for a plain string.
-			if _, err := r.strBytes(); err != nil {
-				return nil, err
-			}
-			if depth == 0 {
-				return r.b[start:r.i], nil
-			}
-			continue
-		case '{', '[':
-			depth++
-		case '}', ']':
-			if depth == 0 {
-				return r.b[start:r.i], nil
-			}
-			depth--
-			if depth == 0 {
-				r.i++
-				return r.b[start:r.i], nil
-			}
-		case ',':
-			if depth == 0 {
-				return r.b[start:r.i], nil
-			}
-		case ' ', '\t', '\n', '\r':
-			if depth == 0 {
-				return r.b[start:r.i], nil
-			}
-		}
-		r.i++
-	}
-	if depth != 0 {
-		return nil, fmt.Errorf("%w: unterminated value", errSyntax)
+	if err := r.skip(depth); err != nil {
+		return nil, err
 	}
 	return r.b[start:r.i], nil
+}
+
+func (r *wireReader) skip(depth int) error {
+	if r.i >= len(r.b) {
+		return fmt.Errorf("%w: unexpected end of input", errSyntax)
+	}
+	switch c := r.b[r.i]; {
+	case c == '"':
+		return r.skipString()
+	case c == '{' || c == '[':
+		if depth >= maxNesting {
+			return fmt.Errorf("%w: nested deeper than %d at offset %d", errSyntax, maxNesting, r.i)
+		}
+		end := byte(']')
+		if c == '{' {
+			end = '}'
+		}
+		r.i++
+		r.ws()
+		if r.consume(end) {
+			return nil
+		}
+		for {
+			if c == '{' {
+				if err := r.skipString(); err != nil {
+					return err
+				}
+				r.ws()
+				if !r.consume(':') {
+					return fmt.Errorf("%w: expected ':' at offset %d", errSyntax, r.i)
+				}
+				r.ws()
+			}
+			if err := r.skip(depth + 1); err != nil {
+				return err
+			}
+			r.ws()
+			if r.consume(',') {
+				r.ws()
+				continue
+			}
+			if r.consume(end) {
+				return nil
+			}
+			return fmt.Errorf("%w: expected ',' or '%c' at offset %d", errSyntax, end, r.i)
+		}
+	case c == 't':
+		return r.literal("true")
+	case c == 'f':
+		return r.literal("false")
+	case c == 'n':
+		return r.literal("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		return r.skipNumber()
+	default:
+		return fmt.Errorf("%w: unexpected %q at offset %d", errSyntax, c, r.i)
+	}
+}
+
+func (r *wireReader) literal(lit string) error {
+	if len(r.b)-r.i < len(lit) || string(r.b[r.i:r.i+len(lit)]) != lit {
+		return fmt.Errorf("%w: expected %s at offset %d", errSyntax, lit, r.i)
+	}
+	r.i += len(lit)
+	return nil
+}
+
+// skipNumber reads -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func (r *wireReader) skipNumber() error {
+	start := r.i
+	r.consume('-')
+	if !r.consume('0') && !r.digits() {
+		return fmt.Errorf("%w: bad number at offset %d", errSyntax, start)
+	}
+	if r.consume('.') && !r.digits() {
+		return fmt.Errorf("%w: bad number at offset %d", errSyntax, start)
+	}
+	if r.consume('e') || r.consume('E') {
+		if !r.consume('+') {
+			r.consume('-')
+		}
+		if !r.digits() {
+			return fmt.Errorf("%w: bad number at offset %d", errSyntax, start)
+		}
+	}
+	return nil
+}
+
+// digits reads [0-9]* and reports whether there was one.
+func (r *wireReader) digits() bool {
+	start := r.i
+	for r.i < len(r.b) && r.b[r.i] >= '0' && r.b[r.i] <= '9' {
+		r.i++
+	}
+	return r.i > start
+}
+
+// skipString reads past a JSON string, checking its escapes but decoding
+// nothing. Bytes that are not UTF-8 are valid JSON, as for encoding/json.
+func (r *wireReader) skipString() error {
+	if !r.consume('"') {
+		return fmt.Errorf("%w: expected a string at offset %d", errSyntax, r.i)
+	}
+	for r.i < len(r.b) {
+		switch c := r.b[r.i]; {
+		case c == '"':
+			r.i++
+			return nil
+		case c == '\\':
+			if r.i+1 >= len(r.b) {
+				return fmt.Errorf("%w: unterminated string", errSyntax)
+			}
+			switch r.b[r.i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				r.i += 2
+			case 'u':
+				if len(r.b)-r.i < 6 || !isHex4(r.b[r.i+2:r.i+6]) {
+					return fmt.Errorf("%w: bad \\u escape at offset %d", errSyntax, r.i)
+				}
+				r.i += 6
+			default:
+				return fmt.Errorf("%w: bad escape at offset %d", errSyntax, r.i)
+			}
+		case c < 0x20:
+			return fmt.Errorf("%w: control character in string at offset %d", errSyntax, r.i)
+		default:
+			r.i++
+		}
+	}
+	return fmt.Errorf("%w: unterminated string", errSyntax)
+}
+
+func isHex4(b []byte) bool {
+	for _, c := range b {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }

@@ -1,7 +1,6 @@
 package eventsource
 
 import (
-	"encoding/json"
 	"fmt"
 )
 
@@ -16,7 +15,16 @@ func readMetadata(b []byte, md *Metadata) error {
 	if r.literalNull() {
 		return r.end()
 	}
-	return r.object(func(key []byte) error {
+	if err := r.metadata(md, 0); err != nil {
+		return err
+	}
+	return r.end()
+}
+
+// metadata reads a metadata object into md, merging it with what md
+// holds; depth is the number of arrays and objects around it.
+func (r *wireReader) metadata(md *Metadata, depth int) error {
+	return r.members(func(key []byte) error {
 		var err error
 		switch {
 		case matchKey(key, "correlation_id"):
@@ -32,7 +40,7 @@ func readMetadata(b []byte, md *Metadata) error {
 		case matchKey(key, "extra"):
 			err = r.stringMap(&md.Extra)
 		default:
-			err = r.skipValue(key)
+			_, err = r.value(depth + 1)
 		}
 		return err
 	})
@@ -119,16 +127,6 @@ func (r *wireReader) stringMap(m *map[string]string) error {
 		(*m)[k] = v
 		return nil
 	})
-}
-
-// skipValue reads a value of a key it does not know, checking that it is
-// valid JSON.
-func (r *wireReader) skipValue(key []byte) error {
-	v, err := r.raw()
-	if err == nil && !json.Valid(v) {
-		err = fmt.Errorf("%w: field %q", errSyntax, key)
-	}
-	return err
 }
 
 // MarshalJSON writes m as its struct tags say (empty fields omitted,

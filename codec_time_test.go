@@ -1,0 +1,43 @@
+package eventsource_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/eventsource-go/eventsource"
+)
+
+// An occurred_at that RFC 3339 cannot carry (a year past 9999 or before
+// 0, an offset of a day or more) is refused at Marshal, as encoding/json
+// refuses it, rather than written as bytes that every consumer then
+// rejects as malformed.
+func TestMarshalRefusesTimesRFC3339CannotCarry(t *testing.T) {
+	reg := eventsource.NewRegistry()
+	eventsource.MustRegister[Deposited](reg)
+	codec := eventsource.NewJSONCodec(reg)
+	for _, at := range []time.Time{
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("far", 24*3600)),
+	} {
+		env := eventsource.NewEnvelope(Deposited{Account: "a", Cents: 1})
+		env.OccurredAt = at
+		b, err := codec.Marshal(env)
+		if !errors.Is(err, eventsource.ErrInvalidEvent) {
+			_, decodeErr := codec.Unmarshal(b)
+			t.Errorf("Marshal(occurred_at %v) = %s, %v; want ErrInvalidEvent (the bytes decode to %v)", at, b, err, decodeErr)
+		}
+	}
+	for _, at := range []time.Time{{}, time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -(23*3600+59*60)))} {
+		env := eventsource.NewEnvelope(Deposited{Account: "a", Cents: 1})
+		env.OccurredAt = at
+		b, err := codec.Marshal(env)
+		if err != nil {
+			t.Fatalf("Marshal(occurred_at %v) = %v", at, err)
+		}
+		if got, err := codec.Unmarshal(b); err != nil || !got.OccurredAt.Equal(at) {
+			t.Errorf("round trip of occurred_at %v = %v, %v", at, got.OccurredAt, err)
+		}
+	}
+}
