@@ -113,7 +113,9 @@ func (c JSONCodec) Unmarshal(b []byte) (Envelope, error) {
 	env.ID = id
 	env.AggregateType, env.AggregateID = w.aggregateType, w.aggregateID
 	env.Version, env.Position = w.version, w.position
-	if len(bytes.TrimSpace(w.data)) == 0 {
+	// null is no payload either: decoded, it would be a zero event (or a
+	// nil one, for a pointer type) that no producer sent.
+	if d := bytes.TrimSpace(w.data); len(d) == 0 || string(d) == "null" {
 		return Envelope{}, &DecodeError{Type: w.typ, Kind: ErrMalformed, Cause: errors.New(`missing "data"`)}
 	}
 	if c.Registry == nil {

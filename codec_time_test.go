@@ -41,3 +41,15 @@ func TestMarshalRefusesTimesRFC3339CannotCarry(t *testing.T) {
 		}
 	}
 }
+
+// TestDataNullIsMalformed: "data" is required and not empty (the README's
+// wire rules); null is no payload either, not a zero-value event.
+func TestDataNullIsMalformed(t *testing.T) {
+	codec := eventsource.NewJSONCodec(newRegistry(t))
+	for _, data := range []string{`null`, ` null `} {
+		b := []byte(`{"id":"0190a3b8-7e2f-7c3a-9d4e-5f6a7b8c9d0e","type":"Deposited","data":` + data + `}`)
+		if _, err := codec.Unmarshal(b); !errors.Is(err, eventsource.ErrMalformed) {
+			t.Fatalf("data %s: %v, want ErrMalformed", data, err)
+		}
+	}
+}
