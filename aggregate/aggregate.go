@@ -98,8 +98,15 @@ func Raise(a Root, e eventsource.Event) {
 	b.pending = append(b.pending, env)
 }
 
+// ErrHistory matches a Replay error for a history that is not this
+// aggregate's next events: a version that does not follow, or an event of
+// another aggregate.
+var ErrHistory = errors.New("aggregate: history does not continue the aggregate")
+
 // Replay applies stored history to a, in order, and sets its versions. The
-// history must continue the aggregate's current version without a gap.
+// history must continue the aggregate's current version without a gap, and
+// be the aggregate's own (its ID, once a has one); otherwise Replay stops
+// with an error matching ErrHistory.
 func Replay(a Root, history iter.Seq2[eventsource.Envelope, error]) error {
 	b := a.base()
 	for env, err := range history {
@@ -107,11 +114,14 @@ func Replay(a Root, history iter.Seq2[eventsource.Envelope, error]) error {
 			return err
 		}
 		if env.Version != b.version+1 {
-			return fmt.Errorf("aggregate: %s %q: event version %d does not follow %d",
-				a.AggregateType(), b.id, env.Version, b.version)
+			return fmt.Errorf("%w: %s %q: event version %d does not follow %d",
+				ErrHistory, a.AggregateType(), b.id, env.Version, b.version)
 		}
 		if b.id == "" {
 			b.id = env.AggregateID
+		} else if env.AggregateID != "" && env.AggregateID != b.id {
+			return fmt.Errorf("%w: %s %q: event %s at version %d is of aggregate %q",
+				ErrHistory, a.AggregateType(), b.id, env.ID, env.Version, env.AggregateID)
 		}
 		a.Apply(env.Event)
 		b.version = env.Version

@@ -91,8 +91,15 @@ func TestReplay(t *testing.T) {
 
 	gap := slices.Clone(src.Pending())
 	gap = slices.Delete(gap, 1, 2)
-	if err := aggregate.Replay(&Account{}, history(gap...)); err == nil {
-		t.Error("Replay accepted a history with a version gap")
+	if err := aggregate.Replay(&Account{}, history(gap...)); !errors.Is(err, aggregate.ErrHistory) {
+		t.Errorf("Replay of a history with a version gap = %v, want ErrHistory", err)
+	}
+	// Another aggregate's event where this one's next belongs: a store
+	// or a caller mixing streams must not go unnoticed.
+	mixed := slices.Clone(src.Pending())
+	mixed[2].AggregateID = "acc-2"
+	if err := aggregate.Replay(&Account{}, history(mixed...)); !errors.Is(err, aggregate.ErrHistory) {
+		t.Errorf("Replay of a history with another aggregate's event = %v, want ErrHistory", err)
 	}
 	failing := func(yield func(eventsource.Envelope, error) bool) {
 		yield(eventsource.Envelope{}, eventsource.ErrMalformed)
