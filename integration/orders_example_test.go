@@ -110,7 +110,7 @@ func TestOrdersExampleSameFiguresOnEveryBus(t *testing.T) {
 		{"rabbitmq", func(t *testing.T) []string { return []string{"-amqp-url", amqpURL(t)} },
 			regexp.MustCompile(`(?m)^events are on RabbitMQ exchange "orders-example-[0-9a-f]{8}" at amqp://\S+ \(queue "orders-example-[0-9a-f]{8}\.orders"\)$`)},
 		{"kafka", func(t *testing.T) []string { return []string{"-kafka-brokers", strings.Join(kafkaBrokers(t), ",")} },
-			regexp.MustCompile(`(?m)^events are on Kafka topic "orders-example-[0-9a-f]{8}" at \S+ \(consumer group "orders"\)$`)},
+			regexp.MustCompile(`(?m)^events are on Kafka topic "orders-example-[0-9a-f]{8}" at \S+ \(consumer group "orders-example-[0-9a-f]{8}"\)$`)},
 	}
 	for _, b := range buses {
 		t.Run(b.name, func(t *testing.T) {

@@ -193,7 +193,9 @@ func testkitContainers(t *testing.T, image string) int {
 	}
 	defer cli.Close()
 	list, err := cli.ContainerList(t.Context(), client.ContainerListOptions{All: true,
-		Filters: make(client.Filters).Add("label", "io.eventsource.testkit=postgres").Add("ancestor", image)})
+		// The label's value is the Server: "PostgreSQL" (with "postgres" this
+		// counted nothing, and the test could not fail).
+		Filters: make(client.Filters).Add("label", "io.eventsource.testkit="+string(testkit.ServerPostgres)).Add("ancestor", image)})
 	if err != nil {
 		t.Fatal(err)
 	}

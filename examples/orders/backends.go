@@ -74,8 +74,15 @@ func openBus(ctx context.Context, cfg config, registry *eventsource.Registry, lo
 		}
 		return b, func() { deleteRabbitTopology(cfg.amqpURL, b.Config().Names()) }, nil
 	case "kafka":
+		// A group of its own too: a Kafka group spans the broker, and a
+		// run sharing one with a run that died would wait for that
+		// member's session to expire before it gets its partitions.
+		group := cfg.kafkaGroup
+		if group == "" {
+			group = run
+		}
 		c := kafka.Config{Brokers: strings.Split(cfg.kafka, ","), Registry: registry, Topic: run,
-			Group: "orders", CreateTopics: true, Logger: logger}
+			Group: group, CreateTopics: true, Logger: logger}
 		b, err := kafka.New(ctx, c)
 		if err != nil {
 			return nil, nil, err

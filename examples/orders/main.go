@@ -69,6 +69,7 @@ type config struct {
 	redisURL    string
 	amqpURL     string
 	kafka       string
+	kafkaGroup  string
 	timeout     time.Duration
 }
 
@@ -87,6 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.redisURL, "redis-url", envOr("EVENTSOURCE_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL for -bus redis")
 	fs.StringVar(&c.amqpURL, "amqp-url", envOr("EVENTSOURCE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "AMQP URL for -bus rabbitmq")
 	fs.StringVar(&c.kafka, "kafka-brokers", envOr("EVENTSOURCE_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka brokers (comma-separated) for -bus kafka")
+	fs.StringVar(&c.kafkaGroup, "kafka-group", "", "Kafka consumer group for -bus kafka (default: one named for the run, as its topic)")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long to wait for handlers on a broker-backed bus")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -135,7 +137,7 @@ first) and through the in-process bus. The other choices need a server:
 
   -store memory     nothing; the events are gone when the run ends
   -store postgres   PostgreSQL at -postgres-url (the database must exist)
-  -bus redis        Redis 5 or later at -redis-url
+  -bus redis        Redis 6.2 or later at -redis-url
   -bus rabbitmq     RabbitMQ at -amqp-url
   -bus kafka        a Kafka broker at -kafka-brokers (topics are created)
 
@@ -177,7 +179,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer cleanupBus()
-	defer b.Close(context.Background())
+	defer closeBus(ctx, b, cfg.timeout)
 
 	// Subscribers: the projection reads three types, the notifier one, the
 	// audit log everything.
@@ -235,6 +237,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// The payment saga runs beside the tutorial, on orders of its own and
 	// a bus of its own, so that the figures above stay the tutorial's.
 	return paymentWalkthrough(ctx, cfg, stdout, store, registry, logger)
+}
+
+// closeBus closes b on the way out of a run that failed or was
+// interrupted, within timeout. After Ctrl-C ctx is done and Close gives up
+// at once: unbounded, it would wait for whatever the broker holds up (a
+// Kafka group join waits for the group's other members), deaf to another
+// Ctrl-C.
+func closeBus(ctx context.Context, b bus.Bus, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_ = b.Close(ctx)
 }
 
 // walkthrough places three orders, ships one, cancels one, and shows the

@@ -136,7 +136,7 @@ func paymentWalkthrough(ctx context.Context, cfg config, w io.Writer, store even
 		return err
 	}
 	defer cleanupBus()
-	defer b.Close(context.Background())
+	defer closeBus(ctx, b, cfg.timeout)
 
 	orders := repository.New(store, b, newOrder, repository.WithLogger(logger))
 	payments := repository.New(store, b, newPayment, repository.WithLogger(logger))
