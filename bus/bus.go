@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/eventsource-go/eventsource"
 )
@@ -275,6 +276,17 @@ type AsyncConfig struct {
 // of the given size; events keep their publish order for that subscriber.
 func Async(buffer int, overflow OverflowPolicy) SubscribeOption {
 	return func(c *SubscribeConfig) { c.Async = &AsyncConfig{Buffer: buffer, Overflow: overflow} }
+}
+
+// DefaultSubscriptionName is the name of a subscription made without
+// WithName: its sorted event types joined by commas, or "*" for a
+// wildcard (nil). It depends on nothing but the subscription, so it is the
+// same in every process and deploy (see Bus, Handler identity).
+func DefaultSubscriptionName(sortedTypes []string) string {
+	if sortedTypes == nil {
+		return "*"
+	}
+	return strings.Join(sortedTypes, ",")
 }
 
 // ApplySubscribeOptions builds the config for a subscription, naming it

@@ -9,8 +9,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -37,7 +35,6 @@ type InProcess struct {
 
 	mu       sync.Mutex // guards everything below, and subscription changes
 	subs     []*subscription
-	nextSeq  uint64
 	counters map[string]*typeCounters // one per type that ever had a subscriber; never removed
 	untyped  *typeCounters            // events of types with no specific subscriber
 	asyncs   map[*asyncDelivery]struct{}
@@ -418,12 +415,10 @@ func (b *InProcess) subscribe(eventTypes []string, h Handler, opts []SubscribeOp
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	b.nextSeq++
-	fallback := "*"
-	if eventTypes != nil {
-		fallback = strings.Join(eventTypes, ",")
-	}
-	cfg := ApplySubscribeOptions(fallback+"#"+strconv.FormatUint(b.nextSeq, 10), opts)
+	// Named as on every bus (see Handler identity), not per subscription:
+	// a name is a metric label and a log key, and one that grew with each
+	// subscription would grow their series without bound.
+	cfg := ApplySubscribeOptions(DefaultSubscriptionName(eventTypes), opts)
 	s := &subscription{bus: b, eventTypes: eventTypes, handler: ChainFor(SubscriptionInfo{Name: cfg.Name, EventTypes: eventTypes}, h, b.middleware, cfg.Middleware), name: cfg.Name}
 	if cfg.Async != nil {
 		if cfg.Async.Buffer < 1 {

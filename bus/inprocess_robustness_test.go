@@ -202,3 +202,34 @@ func TestSyncPanicDoesNotStopLaterHandlers(t *testing.T) {
 		}
 	}
 }
+
+// TestInProcessDefaultNames: a subscription made without WithName is named
+// after its sorted event types, as on every bus, however many are made:
+// the name labels metrics and logs, whose series must stay bounded when
+// subscriptions come and go.
+func TestInProcessDefaultNames(t *testing.T) {
+	b := bus.NewInProcess()
+	defer b.Close(context.Background())
+	names := map[string]bool{}
+	record := func(next bus.Handler) bus.Handler {
+		info, _ := bus.SubscriptionOf(next)
+		names[info.Name] = true
+		return next
+	}
+	nop := bus.HandlerFunc(func(context.Context, eventsource.Envelope) error { return nil })
+	for range 50 {
+		s, err := b.SubscribeTypes([]string{"B", "A", "B"}, nop, bus.WithMiddleware(record))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Unsubscribe(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.SubscribeAll(nop, bus.WithMiddleware(record)); err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 2 || !names["A,B"] || !names["*"] {
+		t.Fatalf("default names %v, want exactly A,B and *", names)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"sync/atomic"
 
 	"github.com/eventsource-go/eventsource"
@@ -76,10 +75,7 @@ func (d *Dispatcher) subscribeTypes(eventTypes []string, h bus.Handler, opts []b
 // wildcard. It depends on nothing but the subscription, so it is the same
 // in every process and deploy (see bus.Bus, Handler identity).
 func DefaultHandlerName(sortedTypes []string) string {
-	if sortedTypes == nil {
-		return "*"
-	}
-	return strings.Join(sortedTypes, ",")
+	return bus.DefaultSubscriptionName(sortedTypes)
 }
 
 func (d *Dispatcher) subscribe(types []string, h bus.Handler, opts []bus.SubscribeOption) (*subscription, error) {
