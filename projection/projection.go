@@ -306,6 +306,16 @@ func (r *Runner) Nudge(head int64) { r.follower.Nudge(head) }
 // its state and its failures. It is safe to call while Run runs.
 func (r *Runner) Status() Status {
 	st := Status{FollowerStatus: r.follower.Status()}
+	if r.sql != nil {
+		// While the Follower still stands at the start of a batch, what
+		// the batch committed so far is where the read model is.
+		if from, at := r.sql.progress(); st.Position == from && at > from {
+			st.Position, st.Saved, st.Head = at, max(st.Saved, at), max(st.Head, at)
+			if st.Lag() == 0 {
+				st.LagTime = 0
+			}
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st.Attempts, st.Parked, st.Halted = r.attempts, len(r.parked), r.halted
@@ -404,6 +414,13 @@ func (r *Runner) succeeded() {
 // waiting the backoff; retry=false, stop=nil once the event is parked; or
 // a stop error: a halt, ctx's end, or a park that could not be recorded.
 func (r *Runner) failed(ctx context.Context, env eventsource.Envelope, err error) (retry bool, stop error) {
+	// A failure once ctx ended (a stop, a halt, a lost lease) is most
+	// likely the end interrupting the projection, not the event's fault:
+	// it does not count towards halting or parking, and the next run tries
+	// the event again.
+	if ctx.Err() != nil {
+		return false, fmt.Errorf("stopped while applying position %d: %w (%w)", env.Position, context.Cause(ctx), err)
+	}
 	r.mu.Lock()
 	// The count is of this event's tries only. Another event's failures
 	// may be left over: one that then succeeded in a SQL transaction that

@@ -151,6 +151,29 @@ type sqlRunner struct {
 	p  SQL
 	db *sql.DB
 	cp *sqlCheckpoints
+
+	// The Follower learns of a batch only once it is all committed; a
+	// slow batch commits every checkpoint interval before that. from is
+	// where the current batch started and at what it committed so far,
+	// which Status reports meanwhile.
+	mu       sync.Mutex
+	from, at int64
+}
+
+// committed records that the current batch committed up to p.
+func (s *sqlRunner) committed(p int64) {
+	s.cp.committedAt(s.r.follower.Name, p)
+	s.mu.Lock()
+	s.at = max(s.at, p)
+	s.mu.Unlock()
+}
+
+// progress returns where the current batch started and how far it
+// committed.
+func (s *sqlRunner) progress() (from, at int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.from, s.at
 }
 
 // applyBatch commits batch (contiguous positions after the checkpoint) in
@@ -159,6 +182,9 @@ type sqlRunner struct {
 // (Run), the event is then retried up to MaxAttempts times, then halts or
 // is parked; without (CatchUp), the error is returned at once.
 func (s *sqlRunner) applyBatch(ctx context.Context, batch []eventsource.Envelope, policy bool) error {
+	s.mu.Lock()
+	s.from, s.at = batch[0].Position-1, batch[0].Position-1
+	s.mu.Unlock()
 	rest := batch
 	for len(rest) > 0 {
 		n, applyErr, err := s.commit(ctx, rest, true)
@@ -228,7 +254,7 @@ func (s *sqlRunner) commit(ctx context.Context, envs []eventsource.Envelope, cut
 	if err := tx.Commit(); err != nil {
 		return 0, nil, err
 	}
-	s.cp.committedAt(s.r.follower.Name, envs[n-1].Position)
+	s.committed(envs[n-1].Position)
 	return n, nil, nil
 }
 
@@ -281,7 +307,7 @@ func (s *sqlRunner) parkTx(ctx context.Context, env eventsource.Envelope, pe Par
 	if err := tx.Commit(); err != nil {
 		return err
 	}
-	s.cp.committedAt(s.r.follower.Name, env.Position)
+	s.committed(env.Position)
 	return nil
 }
 
@@ -327,5 +353,8 @@ func (s *sqlRunner) reset(ctx context.Context) error {
 		return fmt.Errorf("projection: reset: %w", err)
 	}
 	s.cp.committedAt(s.r.follower.Name, 0)
+	s.mu.Lock()
+	s.from, s.at = 0, 0
+	s.mu.Unlock()
 	return nil
 }
