@@ -2,6 +2,7 @@ package eventsource_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,5 +52,31 @@ func TestDataNullIsMalformed(t *testing.T) {
 		if _, err := codec.Unmarshal(b); !errors.Is(err, eventsource.ErrMalformed) {
 			t.Fatalf("data %s: %v, want ErrMalformed", data, err)
 		}
+	}
+}
+
+// Touchy's UnmarshalJSON panics on a payload it does not expect, as a
+// user's hand-written decoder may.
+type Touchy struct{ N int }
+
+func (Touchy) EventType() string { return "Touchy" }
+func (t *Touchy) UnmarshalJSON(b []byte) error {
+	if string(b) != "{}" {
+		panic("unexpected payload " + string(b))
+	}
+	return nil
+}
+
+// TestDecodePanicIsMalformed: a payload whose decoding panics is a
+// malformed event, an error, on every read path (stores, consumers).
+func TestDecodePanicIsMalformed(t *testing.T) {
+	r := eventsource.NewRegistry()
+	eventsource.MustRegister[Touchy](r)
+	if _, _, err := r.DecodeVersion("Touchy", 1, []byte(`{"n":1}`)); !errors.Is(err, eventsource.ErrMalformed) ||
+		!strings.Contains(err.Error(), "unexpected payload") {
+		t.Fatalf("DecodeVersion of a payload whose decoding panics = %v, want ErrMalformed naming the panic", err)
+	}
+	if _, _, err := r.DecodeVersion("Touchy", 1, []byte(`{}`)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -230,11 +230,24 @@ func (r *Registry) DecodeVersion(typeName string, schemaVersion int, data []byte
 			return nil, reg.name, err
 		}
 	}
-	e, err := reg.decode(data)
+	e, err := decodeSafely(reg.decode, data)
 	if err != nil {
 		return nil, reg.name, &DecodeError{Type: reg.name, Kind: ErrMalformed, Cause: err}
 	}
 	return e, reg.name, nil
+}
+
+// decodeSafely runs a registered type's decoding, turning a panic (a
+// user's UnmarshalJSON that does not expect these bytes) into an error:
+// a consumer that crashed on an event would crash again on its redelivery,
+// for ever.
+func decodeSafely(decode func([]byte) (Event, error), data []byte) (e Event, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			e, err = nil, fmt.Errorf("decoding panicked: %v", p)
+		}
+	}()
+	return decode(data)
 }
 
 // upcast runs the chain from version from up to reg's current version.

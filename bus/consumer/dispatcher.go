@@ -90,7 +90,8 @@ type Config struct {
 	// same worker.
 	Workers int
 	// MaxInFlight bounds the messages dispatched and not yet settled,
-	// held-back ones included; Dispatch blocks at the bound (default 4096).
+	// held-back ones and handled ones whose acknowledgement the broker has
+	// not yet taken included; Dispatch blocks at the bound (default 4096).
 	MaxInFlight int
 	// AckBatch bounds how many messages one Ack call settles (default 1024).
 	AckBatch int
@@ -408,10 +409,12 @@ func (w *worker) process(it *item) (parked bool) {
 		if s.removed.Load() {
 			continue
 		}
+		// The call first, then the delivery, as Stats reads them the other
+		// way round (see there).
+		w.invoked.Add(1)
 		if first {
 			w.delivered.Add(1)
 		}
-		w.invoked.Add(1)
 		if err := s.call(hctx, &it.env); err != nil {
 			w.errors.Add(1)
 			if errors.Is(err, bus.ErrHandlerPanic) {
@@ -527,11 +530,14 @@ func (d *Dispatcher) settled(n int) {
 	}
 }
 
-// sendAcks hands msgs to the acker and frees their slots.
+// sendAcks hands msgs to the acker, which frees their slots once the
+// broker has the acknowledgement: until then they are not settled, and an
+// Ack outage must hold Dispatch at MaxInFlight rather than pile handled
+// messages up in memory. The send never blocks for long: every batch in
+// d.acks holds at least one slot, so it holds at most MaxInFlight batches.
 func (d *Dispatcher) sendAcks(msgs []Message) {
 	select {
 	case d.acks <- msgs:
-		d.settled(len(msgs))
 	case <-d.ctx.Done():
 		d.releaseMessages(msgs)
 	}
@@ -698,6 +704,7 @@ func (d *Dispatcher) flushAcks(batch []Message) {
 		err := d.cfg.Settler.Ack(d.ctx, batch)
 		if err == nil {
 			d.handled.Add(uint64(len(batch)))
+			d.settled(len(batch))
 			return
 		}
 		if d.ctx.Err() == nil {
@@ -706,8 +713,7 @@ func (d *Dispatcher) flushAcks(batch []Message) {
 		}
 		if !sleep.For(d.ctx, wait) {
 			// Close gave up: the broker redelivers what was not acknowledged.
-			d.cfg.Settler.Release(context.WithoutCancel(d.ctx), batch)
-			d.released.Add(uint64(len(batch)))
+			d.releaseMessages(batch)
 			return
 		}
 		wait = min(wait*2, 2*time.Second)
@@ -753,17 +759,21 @@ func (d *Dispatcher) close(ctx context.Context) error {
 // transport's Counters if the Config has them.
 func (d *Dispatcher) Stats() bus.Stats {
 	st := bus.Stats{Subscribers: map[string]int{}}
+	// Each effect is read before its cause (a panic before the error it
+	// also counts, a call before the message's receipt), so that a
+	// snapshot taken while they move never shows an effect without its
+	// cause.
 	for _, w := range d.workers {
+		st.HandlerPanics += w.panics.Load()
+		st.HandlerErrors += w.errors.Load()
 		st.Delivered += w.delivered.Load()
 		st.HandlersInvoked += w.invoked.Load()
-		st.HandlerErrors += w.errors.Load()
-		st.HandlerPanics += w.panics.Load()
 	}
-	st.Received = d.received.Load()
 	st.Handled = d.handled.Load()
 	st.Retries = d.retries.Load()
 	st.DeadLettered = d.deadLettered.Load()
 	st.InFlight = d.inFlight.Load()
+	st.Received = d.received.Load()
 	d.mu.Lock()
 	for _, s := range d.subs {
 		if s.types == nil {
