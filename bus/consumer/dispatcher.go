@@ -510,7 +510,11 @@ func (d *Dispatcher) match(env *eventsource.Envelope, names []string) (subs []*s
 	}
 	for _, n := range names {
 		if s, ok := rt.byName[n]; ok && s.wants(env.Type) {
-			subs = append(subs, s)
+			// A name listed twice (a hand-made or damaged record) runs
+			// its handler once.
+			if !slices.Contains(subs, s) {
+				subs = append(subs, s)
+			}
 		} else {
 			missing = append(missing, n)
 		}

@@ -191,3 +191,21 @@ func TestMaxInFlightBoundsUnacknowledged(t *testing.T) {
 		t.Errorf("after the outage: in flight %d, handled %d; want 0, %d", st.InFlight, st.Handled, dispatched)
 	}
 }
+
+// TestReplayNamingAHandlerTwiceRunsItOnce: a record whose handler list
+// repeats a name (written by hand, or damaged) runs that handler once.
+func TestReplayNamingAHandlerTwiceRunsItOnce(t *testing.T) {
+	d, s := newDispatcher(t, Config{})
+	fixed := &recorder{}
+	if _, err := d.Subscribe("Ping", fixed, bus.WithName("fixed")); err != nil {
+		t.Fatal(err)
+	}
+	m := message(t, envelope("a", 1, Ping{}))
+	m.Handlers = []string{"fixed", "fixed"}
+	dispatch(t, d, m)
+	waitUntil(t, "settled", func() bool { a, _, _ := s.snapshot(); return len(a) == 1 })
+	drain(t, d)
+	if fixed.len() != 1 {
+		t.Fatalf("the handler named twice ran %d times, want 1", fixed.len())
+	}
+}
