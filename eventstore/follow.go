@@ -197,12 +197,45 @@ func (f *Follower) advance(p int64) {
 	f.mu.Unlock()
 }
 
+// learnHead asks a store that can say (HeadReader) where its head is, so
+// that Status counts the whole backlog from the start of a pass: reads
+// alone learn it page by page. A failure is left to the pass's own read.
+func (f *Follower) learnHead(ctx context.Context) {
+	hr, ok := f.Store.(HeadReader)
+	if !ok {
+		return
+	}
+	// A pass that a notification started knows a head past its position
+	// already: a live follower pays no query per append.
+	if st := f.Status(); st.Head > st.Position {
+		return
+	}
+	// Not Nudge: the pass about to run reads up to it, and a wake-up
+	// would only start another pass after it.
+	if head, err := hr.Head(ctx); err == nil && head > 0 {
+		f.mu.Lock()
+		f.noteHeadLocked(head)
+		f.mu.Unlock()
+	}
+}
+
 // Nudge tells a running Follow or FollowBatches that events up to position
 // head were stored (0 if unknown), so that it starts a pass now instead of
 // at its next poll. It never blocks; nudges during a pass are coalesced
 // into one more pass.
 func (f *Follower) Nudge(head int64) {
 	f.mu.Lock()
+	f.noteHeadLocked(head)
+	w := f.wakeLocked()
+	f.mu.Unlock()
+	select {
+	case w <- struct{}{}:
+	default:
+	}
+}
+
+// noteHeadLocked records that events up to head are stored. f.mu is held.
+func (f *Follower) noteHeadLocked(head int64) {
 	if head > f.status.Head && head > f.status.Position {
 		if n := len(f.marks); n < maxMarks {
 			f.marks = append(f.marks, headMark{head, time.Now()})
@@ -211,12 +244,6 @@ func (f *Follower) Nudge(head int64) {
 		}
 	}
 	f.status.Head = max(f.status.Head, head)
-	w := f.wakeLocked()
-	f.mu.Unlock()
-	select {
-	case w <- struct{}{}:
-	default:
-	}
 }
 
 func (f *Follower) wakeLocked() chan struct{} {
@@ -261,6 +288,7 @@ func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventso
 		return 0, 0, err
 	}
 	f.update(func(s *FollowerStatus) { s.Position, s.Saved = from, from })
+	f.learnHead(ctx)
 	every := max(f.SaveEvery, 1)
 	last, saved := from, from
 	// SaveInterval is watched with a timer rather than by reading the
@@ -450,6 +478,7 @@ func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, 
 		return 0, 0, err
 	}
 	f.update(func(s *FollowerStatus) { s.Position, s.Saved = from, from })
+	f.learnHead(ctx)
 	size := f.BatchSize
 	if size <= 0 {
 		size = DefaultBatchSize

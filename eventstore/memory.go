@@ -58,9 +58,10 @@ type record struct {
 }
 
 var (
-	_ Store     = (*Memory)(nil)
-	_ Notifier  = (*Memory)(nil)
-	_ RawReader = (*Memory)(nil)
+	_ Store      = (*Memory)(nil)
+	_ Notifier   = (*Memory)(nil)
+	_ RawReader  = (*Memory)(nil)
+	_ HeadReader = (*Memory)(nil)
 )
 
 // NewMemory returns an empty in-memory store.
@@ -182,6 +183,16 @@ func (m *Memory) Load(ctx context.Context, streamID string, fromVersion int64) i
 			}
 		}
 	}
+}
+
+// Head implements HeadReader.
+func (m *Memory) Head(ctx context.Context) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.count, nil
 }
 
 // ReadAll implements Store.

@@ -67,3 +67,11 @@ type CheckpointSwapper interface {
 	// also when none is stored), and reports whether it did.
 	SwapCheckpoint(ctx context.Context, name string, old, position int64) (bool, error)
 }
+
+// HeadReader is implemented by stores that can say their head cheaply: the
+// position of the last event committed (0 when empty). A Follower asks it
+// at the start of each pass, so that its Status shows the whole backlog,
+// not only what it has read so far (after a restart, say).
+type HeadReader interface {
+	Head(ctx context.Context) (int64, error)
+}

@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) (eventstore.Store, eventstore.Che
 		{"SaveInterval", testSaveInterval},
 		{"Raw", testRaw},
 		{"ResetWhileRunningIsKept", testResetWhileRunning},
+		{"StatusCountsTheBacklog", testStatusCountsTheBacklog},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -666,4 +667,41 @@ func (c *flakyCheckpoints) SaveCheckpoint(ctx context.Context, name string, posi
 		return errCheckpointsDown
 	}
 	return c.CheckpointStore.SaveCheckpoint(ctx, name, position)
+}
+
+// testStatusCountsTheBacklog: a follower that starts behind (a restart
+// after downtime) reports the whole backlog as its lag from its first
+// event, not only what its reads have reached, on a store that can say
+// its head (eventstore.HeadReader).
+func testStatusCountsTheBacklog(t *testing.T, s eventstore.Store, c eventstore.CheckpointStore) {
+	if _, ok := s.(eventstore.HeadReader); !ok {
+		t.Skipf("%T cannot say its head", s)
+	}
+	events := appendEvents(t, s, 50)
+	last := events[len(events)-1].Position
+	f := newFollower(t, c, s, events[0])
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.CatchUp(ctx, func(ctx context.Context, env eventsource.Envelope) error {
+			if env.ID == events[0].ID {
+				<-release // hold the first event: the rest is the backlog
+			}
+			return nil
+		})
+		done <- err
+	}()
+	waitRunning(t, "the backlog in the status", done, func() bool {
+		st := f.Status()
+		return st.Head >= last && st.Lag() >= int64(len(events)-1)
+	})
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := f.Status(); st.Lag() != 0 || st.Position < last {
+		t.Fatalf("status after the catch-up %+v, want no lag at position %d", st, last)
+	}
 }

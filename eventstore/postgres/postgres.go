@@ -248,6 +248,7 @@ var (
 	_ eventstore.CheckpointSwapper = (*Store)(nil)
 	_ eventstore.SnapshotStore     = (*Store)(nil)
 	_ eventstore.RawReader         = (*Store)(nil)
+	_ eventstore.HeadReader        = (*Store)(nil)
 )
 
 // New returns a store on pool that decodes payloads with registry. It does
@@ -430,6 +431,16 @@ func (s *Store) Load(ctx context.Context, streamID string, fromVersion int64) it
 	}).Seq(ctx)
 }
 
+// Head implements eventstore.HeadReader: the counter, which moves only
+// at commit, under its lock.
+func (s *Store) Head(ctx context.Context) (int64, error) {
+	var head int64
+	if err := s.pool.QueryRow(ctx, boundSQL).Scan(&head); err != nil {
+		return 0, readError(ctx, err)
+	}
+	return head, nil
+}
+
 // ReadAll implements eventstore.Store.
 func (s *Store) ReadAll(ctx context.Context, fromPosition int64) iter.Seq2[eventsource.Envelope, error] {
 	return s.reader(s.readAllQuery(fromPosition)).Seq(ctx)
@@ -475,13 +486,7 @@ func (s *Store) reader(query func(bound int64, after *stored) (string, []any)) p
 			}
 			return s.page(ctx, sql, args, capHint)
 		},
-		Bound: func(ctx context.Context) (int64, error) {
-			var bound int64
-			if err := s.pool.QueryRow(ctx, boundSQL).Scan(&bound); err != nil {
-				return 0, readError(ctx, err)
-			}
-			return bound, nil
-		},
+		Bound:  s.Head,
 		Decode: s.decode,
 	}
 }

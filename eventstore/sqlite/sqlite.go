@@ -211,6 +211,7 @@ var (
 	_ eventstore.CheckpointSwapper = (*Store)(nil)
 	_ eventstore.SnapshotStore     = (*Store)(nil)
 	_ eventstore.RawReader         = (*Store)(nil)
+	_ eventstore.HeadReader        = (*Store)(nil)
 )
 
 // Open opens or creates the store in the file at path, creating the schema
@@ -495,6 +496,15 @@ func (s *Store) Load(ctx context.Context, streamID string, fromVersion int64) it
 	}).Seq(ctx)
 }
 
+// Head implements eventstore.HeadReader.
+func (s *Store) Head(ctx context.Context) (int64, error) {
+	var head int64
+	if err := s.bound.QueryRowContext(ctx).Scan(&head); err != nil {
+		return 0, readError(ctx, err)
+	}
+	return head, nil
+}
+
 // ReadAll implements eventstore.Store.
 func (s *Store) ReadAll(ctx context.Context, fromPosition int64) iter.Seq2[eventsource.Envelope, error] {
 	return s.reader(s.readAllQuery(fromPosition)).Seq(ctx)
@@ -546,13 +556,7 @@ func (s *Store) reader(query func(ctx context.Context, bound int64, after *store
 		Fetch: func(ctx context.Context, bound int64, after *stored) ([]stored, error) {
 			return s.page(ctx, query, bound, after)
 		},
-		Bound: func(ctx context.Context) (int64, error) {
-			var bound int64
-			if err := s.bound.QueryRowContext(ctx).Scan(&bound); err != nil {
-				return 0, readError(ctx, err)
-			}
-			return bound, nil
-		},
+		Bound: s.Head,
 		Decode: func(r *stored) (eventsource.Envelope, error) {
 			env, err := s.decode(r, &buf)
 			if err != nil {
