@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -98,11 +99,15 @@ type outgoing struct {
 // resequences), so each confirmation settles the oldest entry. Nothing is
 // allocated per message.
 type publisher struct {
+	conn      *amqp.Connection // ch's: aborting a stuck write takes it down
 	ch        *amqp.Channel
 	mandatory bool
 	window    chan struct{} // one token per unconfirmed message
 
-	pubMu sync.Mutex // serializes publishes: the next delivery tag is ours
+	// sending serializes publishes (the next delivery tag is ours); a
+	// channel, not a mutex, so that waiting for it honours ctx while a
+	// send is stuck on a blocked broker.
+	sending chan struct{}
 
 	mu    sync.Mutex // guards what follows
 	ring  []pubEntry // the unconfirmed messages, cap(window) slots
@@ -129,12 +134,12 @@ type pubCall struct {
 	done      chan struct{}
 }
 
-func newPublisher(ch *amqp.Channel, window int, mandatory bool) (*publisher, error) {
+func newPublisher(conn *amqp.Connection, ch *amqp.Channel, window int, mandatory bool) (*publisher, error) {
 	if err := ch.Confirm(false); err != nil {
 		return nil, err
 	}
 	p := &publisher{
-		ch: ch, mandatory: mandatory, window: make(chan struct{}, window),
+		conn: conn, ch: ch, mandatory: mandatory, window: make(chan struct{}, window), sending: make(chan struct{}, 1),
 		ring: make([]pubEntry, window), done: make(chan struct{}),
 	}
 	// Returns are unbuffered: the library hands a basic.return over before
@@ -368,8 +373,29 @@ func (p *publisher) send(ctx context.Context, msgs []outgoing) (call *pubCall, s
 // already, and counts them in *sent. An error fails the messages from
 // *sent on: the connection was lost, or ctx ended.
 func (p *publisher) sendRun(ctx context.Context, call *pubCall, msgs []outgoing, sent *int) error {
-	p.pubMu.Lock()
-	defer p.pubMu.Unlock()
+	select {
+	case p.sending <- struct{}{}:
+	case <-ctx.Done():
+		<-p.window
+		return fmt.Errorf("%w: %w", ErrUnconfirmed, ctx.Err())
+	case <-p.done:
+		<-p.window
+		return errConnLost
+	}
+	defer func() { <-p.sending }()
+	if ctx.Done() != nil {
+		// amqp091 checks ctx only before it writes: a broker that stops
+		// reading (a resource alarm) holds the socket write for as long as
+		// the alarm lasts. A frame written in part cannot be taken back,
+		// so a write still stuck a moment after ctx ended costs the
+		// connection; the supervisor dials again.
+		finished := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() { p.abortIfStuck(finished) })
+		defer func() {
+			close(finished)
+			stop()
+		}()
+	}
 	tag := p.ch.GetNextPublishSeqNo()
 	for {
 		m := &msgs[*sent]
@@ -408,6 +434,22 @@ func (p *publisher) sendRun(ctx context.Context, call *pubCall, msgs []outgoing,
 		default:
 			return nil // wait for room without the channel
 		}
+	}
+}
+
+// stuckWrite is how long a write may go on after its ctx ended before
+// abortIfStuck takes the connection down.
+const stuckWrite = 100 * time.Millisecond
+
+// abortIfStuck closes the connection unless the send ends (finished) within
+// stuckWrite: the socket's deadline fails the pending write at once.
+func (p *publisher) abortIfStuck(finished <-chan struct{}) {
+	t := time.NewTimer(stuckWrite)
+	defer t.Stop()
+	select {
+	case <-finished:
+	case <-t.C:
+		_ = p.conn.CloseDeadline(time.Now())
 	}
 }
 

@@ -208,7 +208,7 @@ func (b *Bus) connect(ctx context.Context) (_ *session, err error) {
 			return nil, fmt.Errorf("rabbitmq bus: open channel: %w", err)
 		}
 		b.watch(s, pubCh.NotifyClose(make(chan *amqp.Error, 1)))
-		p, err := newPublisher(pubCh, window, !b.cfg.AllowUnroutable)
+		p, err := newPublisher(conn, pubCh, window, !b.cfg.AllowUnroutable)
 		if err != nil {
 			return nil, fmt.Errorf("rabbitmq bus: confirm mode: %w", err)
 		}
