@@ -37,7 +37,8 @@ type Config struct {
 	Group        string // consumer group; default "default"
 	// Consumer names this member in its group; default host-pid-random,
 	// unique per process. A stable name lets a restarted process see its
-	// own pending entries at once instead of after ClaimIdle.
+	// own pending entries at once instead of after ClaimIdle; it must name
+	// one process at a time, or the second to start runs the first's too.
 	Consumer string
 
 	ReadCount     int           // entries per XREADGROUP; default 512

@@ -35,8 +35,12 @@
 //
 // Subscriptions are declared first; Start creates the group on the events
 // and replay streams from the start ("0", MKSTREAM), so a group created
-// late catches up on the backlog, then reads both streams with XREADGROUP.
-// Nothing is read before Start, so no entry of a declared type is
+// late catches up on the backlog, then reads both streams with XREADGROUP:
+// first what is pending under its Consumer name already (left by its
+// earlier process), then new entries. A read whose reply is lost with its
+// connection is not sent again: the member reads what is pending under its
+// name after the last entry it saw, then reads on, so those entries come
+// at once and in order. Nothing is read before Start, so no entry of a declared type is
 // acknowledged before its handler exists. Members of one group share the entries; every group gets
 // every entry. A Dispatcher (bus/consumer) runs the handlers; an entry is
 // XACKed once its handlers succeeded or it was dead-lettered, acks batched.

@@ -86,6 +86,11 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	readerOpts.PoolSize = 1
 	readerOpts.MinIdleConns = 0
 	readerOpts.MaxIdleConns = 1
+	// No retry inside go-redis: an XREADGROUP sent again after its reply
+	// was lost would return the entries after the lost ones, and the read
+	// loop could not tell. A failed read surfaces, and the loop reads what
+	// is pending here after the last entry it saw before reading on.
+	readerOpts.MaxRetries = -1
 	readerOpts.OnConnect = func(ctx context.Context, cn *goredis.Conn) error {
 		if id, err := cn.ClientID(ctx).Result(); err == nil {
 			b.readerID.Store(id)
@@ -223,6 +228,12 @@ func (b *Bus) readLoop() {
 		Count:   int64(b.cfg.ReadCount), Block: b.cfg.Block,
 	}
 	needGroups := false // StartConsuming created them; a Redis restart can lose them
+	// First what this member's name holds pending already: a stable
+	// Consumer's earlier process left it, and ">" never returns it. After
+	// a failed read, what follows the last entry seen: a reply lost with
+	// its connection left its entries pending here, unseen.
+	history := true
+	seen := [2]string{"0", "0"} // last entry read with ">", events and replay
 	failing := false
 	wait := 50 * time.Millisecond
 	for ctx.Err() == nil {
@@ -231,7 +242,15 @@ func (b *Bus) readLoop() {
 		if needGroups {
 			err = b.ensureGroups(ctx)
 		}
-		if err == nil {
+		if err == nil && history {
+			needGroups = false
+			var closing bool
+			closing, err = b.readHistory(ctx, &seen)
+			if closing {
+				return
+			}
+			history = err != nil
+		} else if err == nil {
 			needGroups = false
 			streams, err = b.reader.XReadGroup(ctx, args).Result()
 			if errors.Is(err, goredis.Nil) {
@@ -245,6 +264,7 @@ func (b *Bus) readLoop() {
 			if isNoGroup(err) {
 				needGroups = true
 			}
+			history = true
 			if !failing {
 				b.log.LogAttrs(ctx, slog.LevelWarn, "reading from Redis failed; retrying",
 					slog.String("url", b.cfg.RedactedURL()), slog.Any("error", err))
@@ -262,6 +282,9 @@ func (b *Bus) readLoop() {
 			b.log.LogAttrs(ctx, slog.LevelInfo, "reading from Redis again", slog.String("url", b.cfg.RedactedURL()))
 		}
 		for _, s := range streams {
+			if n := len(s.Messages); n > 0 {
+				seen[b.streamIndex(s.Stream)] = s.Messages[n-1].ID
+			}
 			msgs := make([]consumer.Message, len(s.Messages))
 			for i, m := range s.Messages {
 				msgs[i] = b.toMessage(s.Stream, m, 1)
@@ -271,6 +294,64 @@ func (b *Bus) readLoop() {
 			}
 		}
 	}
+}
+
+// readHistory dispatches the entries pending under this member's name on
+// both streams after the IDs in seen (XREADGROUP history), with their
+// delivery counts, and moves seen past them; entries this member holds
+// already are skipped. An entry deleted or trimmed since it was read has
+// nothing to deliver: it is acknowledged, as XAUTOCLAIM drops such
+// entries. It reports whether the bus is closing.
+func (b *Bus) readHistory(ctx context.Context, seen *[2]string) (closing bool, err error) {
+	for i, stream := range []string{b.keys.events, b.keys.replay} {
+		for {
+			res, err := b.client.XReadGroup(ctx, &goredis.XReadGroupArgs{
+				Group: b.cfg.Group, Consumer: b.cfg.Consumer, Streams: []string{stream, seen[i]},
+				Count: int64(b.cfg.ReadCount), Block: -1, // history never blocks
+			}).Result()
+			if errors.Is(err, goredis.Nil) {
+				err = nil
+			}
+			if err != nil {
+				return false, err
+			}
+			if len(res) == 0 || len(res[0].Messages) == 0 {
+				break
+			}
+			msgs := res[0].Messages
+			counts, err := b.deliveryCounts(ctx, stream, msgs)
+			if err != nil {
+				return false, err
+			}
+			var gone []string
+			batch := make([]consumer.Message, 0, len(msgs))
+			for _, m := range msgs {
+				if m.Values == nil {
+					gone = append(gone, m.ID)
+					continue
+				}
+				batch = append(batch, b.toMessage(stream, m, counts[m.ID]))
+			}
+			if len(gone) > 0 {
+				if err := b.client.XAck(ctx, stream, b.cfg.Group, gone...).Err(); err != nil {
+					return false, err
+				}
+			}
+			if _, err := b.dispatch(ctx, batch); err != nil {
+				return true, nil // the rest stays pending for a claim
+			}
+			seen[i] = msgs[len(msgs)-1].ID
+		}
+	}
+	return false, nil
+}
+
+// streamIndex is 0 for the events stream, 1 for the replay stream.
+func (b *Bus) streamIndex(stream string) int {
+	if stream == b.keys.replay {
+		return 1
+	}
+	return 0
 }
 
 // ensureGroups creates the group on both streams, from their start.
