@@ -367,3 +367,39 @@ func TestPanickingAssociationIsPermanent(t *testing.T) {
 		t.Fatalf("Handle = %v, want a permanent error naming the panic", err)
 	}
 }
+
+// TestDeadlineCommandsKeepTheTenant: a command a deadline sends acts for
+// the tenant of the event that started the instance, on every store (the
+// instance's document keeps it across processes).
+func TestDeadlineCommandsKeepTheTenant(t *testing.T) {
+	name := uniqueName("tenant")
+	for _, b := range backends(t, name) {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := newFakeClock()
+			rec := &recorder{}
+			store := b.open(t)
+			r := saga.NewRunner(newCaseSaga(name), store, rec, saga.WithClock(clock.Now))
+			opened := env(Opened{Case: "t-" + b.name})
+			opened.Metadata.TenantID = "tenant-7"
+			if err := r.Handle(ctx, opened); err != nil {
+				t.Fatal(err)
+			}
+			// Another runner, as another process would have, fires it.
+			other := saga.NewRunner(newCaseSaga(name), store, rec, saga.WithClock(clock.Now))
+			clock.Advance(16 * time.Minute)
+			if n, err := other.FireDue(ctx); err != nil || n != 1 {
+				t.Fatalf("FireDue = %d, %v; want 1 firing", n, err)
+			}
+			var expire *saga.PendingCommand
+			for _, c := range rec.all() {
+				if c.Type == "Expire" {
+					expire = &c
+				}
+			}
+			if expire == nil || expire.TenantID != "tenant-7" {
+				t.Fatalf("the deadline's command %+v, want tenant-7", expire)
+			}
+		})
+	}
+}

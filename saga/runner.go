@@ -143,6 +143,7 @@ func (r *Runner[S]) Handle(ctx context.Context, env eventsource.Envelope) error 
 		sc.trigger = env
 		if inst.Version == 0 {
 			inst.CorrelationID = correlationOf(env)
+			inst.TenantID = env.Metadata.TenantID
 		}
 		if err := h.handle(ctx, sc, env); err != nil {
 			return err
@@ -477,7 +478,7 @@ func (r *Runner[S]) fire(ctx context.Context, d Deadline) (bool, error) {
 		}
 		return fn(ctx, sc, d)
 	}, func(inst *Instance) PendingCommand {
-		return PendingCommand{CorrelationID: inst.CorrelationID, CausationID: d.ID}
+		return PendingCommand{CorrelationID: inst.CorrelationID, TenantID: inst.TenantID, CausationID: d.ID}
 	})
 	return fired && err == nil, err
 }

@@ -35,6 +35,10 @@ type Instance struct {
 	// CorrelationID is the correlation of the event that started the
 	// instance, given to commands its deadlines send.
 	CorrelationID string `json:"correlation_id,omitempty"`
+	// TenantID is the tenant of the event that started the instance, also
+	// given to commands its deadlines send: a timeout's command acts for
+	// the same tenant as the instance.
+	TenantID string `json:"tenant_id,omitempty"`
 	// Processed holds the IDs of the latest deliveries applied (events,
 	// deadlines), newest last, at most MaxProcessed of them.
 	Processed []string         `json:"processed,omitempty"`
