@@ -197,26 +197,31 @@ func (f *Follower) advance(p int64) {
 	f.mu.Unlock()
 }
 
-// learnHead asks a store that can say (HeadReader) where its head is, so
-// that Status counts the whole backlog from the start of a pass: reads
-// alone learn it page by page. A failure is left to the pass's own read.
-func (f *Follower) learnHead(ctx context.Context) {
-	hr, ok := f.Store.(HeadReader)
-	if !ok {
-		return
+// startPass reads the checkpoint a pass starts from and records it. It
+// also asks a store that can say (HeadReader) where its head is, so that
+// Status counts the whole backlog from the start: reads alone learn it page
+// by page. A pass that a notification started knows a head past its
+// position already, so a live follower pays no query per append; and it is
+// not Nudge, since the pass about to run reads up to that head anyway.
+func (f *Follower) startPass(ctx context.Context) (int64, error) {
+	from, err := f.Checkpoints.Checkpoint(ctx, f.Name)
+	if err != nil {
+		err = fmt.Errorf("eventstore: follower %q: read checkpoint: %w", f.Name, err)
+		f.finish(ctx, err)
+		return 0, err
 	}
-	// A pass that a notification started knows a head past its position
-	// already: a live follower pays no query per append.
-	if st := f.Status(); st.Head > st.Position {
-		return
+	f.mu.Lock()
+	f.status.Position, f.status.Saved = from, from
+	headKnown := f.status.Head > from
+	f.mu.Unlock()
+	if hr, ok := f.Store.(HeadReader); ok && !headKnown {
+		if head, err := hr.Head(ctx); err == nil && head > 0 { // a failure is left to the pass's read
+			f.mu.Lock()
+			f.noteHeadLocked(head)
+			f.mu.Unlock()
+		}
 	}
-	// Not Nudge: the pass about to run reads up to it, and a wake-up
-	// would only start another pass after it.
-	if head, err := hr.Head(ctx); err == nil && head > 0 {
-		f.mu.Lock()
-		f.noteHeadLocked(head)
-		f.mu.Unlock()
-	}
+	return from, nil
 }
 
 // Nudge tells a running Follow or FollowBatches that events up to position
@@ -281,14 +286,10 @@ func (f *Follower) CatchUp(ctx context.Context, fn func(context.Context, eventso
 // catchUp is one pass from the saved checkpoint. unsaved is the position fn
 // reached when saving it failed, else 0.
 func (f *Follower) catchUp(ctx context.Context, fn func(context.Context, eventsource.Envelope) error) (done int, unsaved int64, err error) {
-	from, err := f.Checkpoints.Checkpoint(ctx, f.Name)
+	from, err := f.startPass(ctx)
 	if err != nil {
-		err = fmt.Errorf("eventstore: follower %q: read checkpoint: %w", f.Name, err)
-		f.finish(ctx, err)
 		return 0, 0, err
 	}
-	f.update(func(s *FollowerStatus) { s.Position, s.Saved = from, from })
-	f.learnHead(ctx)
 	every := max(f.SaveEvery, 1)
 	last, saved := from, from
 	// SaveInterval is watched with a timer rather than by reading the
@@ -471,14 +472,10 @@ type readBatch struct {
 }
 
 func (f *Follower) catchUpBatches(ctx context.Context, fn func(context.Context, []eventsource.Envelope) error) (done int, unsaved int64, err error) {
-	from, err := f.Checkpoints.Checkpoint(ctx, f.Name)
+	from, err := f.startPass(ctx)
 	if err != nil {
-		err = fmt.Errorf("eventstore: follower %q: read checkpoint: %w", f.Name, err)
-		f.finish(ctx, err)
 		return 0, 0, err
 	}
-	f.update(func(s *FollowerStatus) { s.Position, s.Saved = from, from })
-	f.learnHead(ctx)
 	size := f.BatchSize
 	if size <= 0 {
 		size = DefaultBatchSize
