@@ -249,16 +249,8 @@ func TestBrokerDropsConnectionMidPublishAndConsume(t *testing.T) {
 // The group's queue is deleted under a running consumer (the broker
 // cancels it): the bus declares it again and consumes what follows.
 func TestQueueDeletedWhileConsuming(t *testing.T) {
-	url := amqpURL(t)
-	cfg := Config{URL: url, Registry: bustest.NewRegistry(), Exchange: exchange(), ReconnectMin: 10 * time.Millisecond}
-	cleanupTopology(t, url, cfg, "default")
-	b := open(t, cfg)
+	b, rec := startReconnecting(t)
 	defer closeBus(t, b)
-	rec := bustest.NewRecorder()
-	if _, err := b.SubscribeAll(rec); err != nil {
-		t.Fatal(err)
-	}
-	bustest.Start(t, b)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := b.Publish(ctx, bustest.NewEnvelope("q", 1, bustest.Ping{})); err != nil {

@@ -341,19 +341,29 @@ type projection struct {
 
 func (p projection) EventTypes() []string { return p.types }
 
-// The connection is closed by the broker side (here: forced by closing it
-// under the bus); the bus reconnects, redeclares and goes on consuming.
-func TestReconnectsAfterConnectionLoss(t *testing.T) {
+// startReconnecting opens a bus on a fresh exchange that reconnects at
+// once, with one recorder subscribed to everything, and starts it; its
+// topology is deleted when t ends.
+func startReconnecting(t *testing.T) (*Bus, *bustest.Recorder) {
+	t.Helper()
 	url := amqpURL(t)
 	cfg := Config{URL: url, Registry: bustest.NewRegistry(), Exchange: exchange(), ReconnectMin: 10 * time.Millisecond}
 	cleanupTopology(t, url, cfg, "default")
 	b := open(t, cfg)
-	defer closeBus(t, b)
 	rec := bustest.NewRecorder()
 	if _, err := b.SubscribeAll(rec); err != nil {
+		closeBus(t, b)
 		t.Fatal(err)
 	}
 	bustest.Start(t, b)
+	return b, rec
+}
+
+// The connection is closed by the broker side (here: forced by closing it
+// under the bus); the bus reconnects, redeclares and goes on consuming.
+func TestReconnectsAfterConnectionLoss(t *testing.T) {
+	b, rec := startReconnecting(t)
+	defer closeBus(t, b)
 	ctx := context.Background()
 	if err := b.Publish(ctx, bustest.NewEnvelope("r", 1, bustest.Ping{})); err != nil {
 		t.Fatal(err)
