@@ -132,7 +132,10 @@ func (r *Runner[S]) Handle(ctx context.Context, env eventsource.Envelope) error 
 	if !ok {
 		return nil
 	}
-	id, err := associateSafely(h, env)
+	// The same event would panic every time: permanent, as below
+	// (dead-lettered on a bus, skipped by Follow).
+	id, err := safely(func() string { return fmt.Sprintf("association of %s %s", env.Type, env.ID) },
+		func() (string, error) { return h.associate(env) })
 	if err != nil {
 		return bus.Permanent(fmt.Errorf("saga %s: %w", r.saga.name, err))
 	}
@@ -194,7 +197,9 @@ func (r *Runner[S]) deliver(ctx context.Context, id, deliveryID string, starts b
 			}
 		}
 		sc := &Scope[S]{State: &state, id: id, now: r.cfg.clock()}
-		if err := r.runSafely(ctx, run, &inst, sc); errors.Is(err, errSkip) {
+		_, err = safely(func() string { return fmt.Sprintf("saga %s: handler of %s", r.saga.name, inst.ID) },
+			func() (struct{}, error) { return struct{}{}, run(ctx, &inst, sc) })
+		if errors.Is(err, errSkip) {
 			return nil
 		} else if err != nil {
 			return err
@@ -226,38 +231,24 @@ func (r *Runner[S]) deliver(ctx context.Context, id, deliveryID string, starts b
 	}
 }
 
-// associateSafely maps env to its instance, turning a panic of the user's
-// mapping into an error: the same event would panic every time, so it is
-// permanent (dead-lettered on a bus, skipped by Follow).
-func associateSafely[S any](h eventHandler[S], env eventsource.Envelope) (id string, err error) {
+// safely runs fn, turning a panic in the user's code it calls (a mapping,
+// a handler, a Dispatcher) into an error saying what panicked, wrapping
+// the panic value when it is an error. RunDeadlines and Follow have no bus
+// to recover a panic, and a deadline whose handler panicked would take
+// every runner's process down in turn.
+func safely[T any](what func() string, fn func() (T, error)) (v T, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = panicError(fmt.Sprintf("association of %s %s panicked", env.Type, env.ID), p)
+			var zero T
+			v = zero
+			if perr, ok := p.(error); ok {
+				err = fmt.Errorf("%s panicked: %w", what(), perr)
+			} else {
+				err = fmt.Errorf("%s panicked: %v", what(), p)
+			}
 		}
 	}()
-	return h.associate(env)
-}
-
-// runSafely runs a delivery's handler, turning a panic into an error:
-// RunDeadlines and Follow have no bus to recover it, and a deadline whose
-// handler panics would take every runner's process down in turn.
-func (r *Runner[S]) runSafely(ctx context.Context, run func(context.Context, *Instance, *Scope[S]) error,
-	inst *Instance, sc *Scope[S]) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = panicError(fmt.Sprintf("saga %s: handler of %s panicked", r.saga.name, inst.ID), p)
-		}
-	}()
-	return run(ctx, inst, sc)
-}
-
-// panicError is an error for a recovered panic value p, wrapping it when
-// it is an error.
-func panicError(what string, p any) error {
-	if err, ok := p.(error); ok {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return fmt.Errorf("%s: %v", what, p)
+	return fn()
 }
 
 // apply records a handler's effects on inst.
@@ -325,7 +316,10 @@ func (r *Runner[S]) dispatchClaimed(ctx context.Context, inst Instance, ids []st
 		if !slices.Contains(ids, cmd.ID) {
 			continue
 		}
-		if err := r.dispatchSafely(ctx, cmd); err != nil {
+		// A panic is an error: the command is released like any failed one.
+		_, err := safely(func() string { return "dispatcher" },
+			func() (struct{}, error) { return struct{}{}, r.dispatch.Dispatch(ctx, cmd) })
+		if err != nil {
 			failed = fmt.Errorf("saga %s: dispatch %s %s: %w", r.saga.name, cmd.Type, cmd.ID, err)
 			break
 		}
@@ -355,17 +349,6 @@ func (r *Runner[S]) dispatchClaimed(ctx context.Context, inst Instance, ids []st
 // outboxUpdateTimeout bounds the write that records a dispatch's outcome,
 // which does not inherit the delivery's ctx.
 const outboxUpdateTimeout = 5 * time.Second
-
-// dispatchSafely dispatches cmd, turning a panic into an error, so that
-// the command is released like any failed one.
-func (r *Runner[S]) dispatchSafely(ctx context.Context, cmd PendingCommand) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = panicError("dispatcher panicked", p)
-		}
-	}()
-	return r.dispatch.Dispatch(ctx, cmd)
-}
 
 // update applies change to inst and saves it, reloading and applying it
 // again after a conflict; change reports whether it changed anything.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eventsource-go/eventsource"
+	"github.com/eventsource-go/eventsource/internal/chunks"
 )
 
 // ErrConflict is returned by Store.Save when the instance changed since it
@@ -167,13 +168,8 @@ func (m *MemoryStore) PurgeEnded(_ context.Context, saga string, endedBefore tim
 		if key[0] != saga || row.endedAt.IsZero() || !row.endedAt.Before(endedBefore) {
 			continue
 		}
-		// Drop the claims of its deadlines too; an undecodable document
-		// only leaves stale claims behind, which match no deadline.
-		if inst, err := decodeInstance(key[0], key[1], row.version, row.doc); err == nil {
-			for _, d := range inst.indexed() {
-				delete(m.claims, d.ID)
-			}
-		}
+		// Its deadlines' claims match nothing now; ClaimDue drops them
+		// once they expire.
 		delete(m.instances, key)
 		n++
 	}
@@ -247,22 +243,14 @@ func (inst *Instance) indexed() []Deadline {
 	})
 }
 
-// purgeInChunks runs purgeChunk, which deletes up to chunk instances in a
-// transaction of its own, until a chunk comes back short: nothing more is
-// due, or what is left is locked (PostgreSQL's SKIP LOCKED), which the
-// loop must not spin on. It returns how many were deleted in all.
+// purgeInChunks deletes ended instances of saga in chunks of chunk (see
+// internal/chunks).
 func purgeInChunks(saga string, chunk int, purgeChunk func() (int64, error)) (int64, error) {
-	var total int64
-	for {
-		n, err := purgeChunk()
-		total += n
-		if err != nil {
-			return total, fmt.Errorf("saga: purge ended instances of %s: %w", saga, err)
-		}
-		if n < int64(chunk) {
-			return total, nil
-		}
+	n, err := chunks.Delete(chunk, purgeChunk)
+	if err != nil {
+		return n, fmt.Errorf("saga: purge ended instances of %s: %w", saga, err)
 	}
+	return n, nil
 }
 
 // endTime is the time Save records for inst: none while it runs, else

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventsource-go/eventsource/internal/chunks"
 )
 
 // Schema is the table both SQL stores create idempotently. Claims are
@@ -45,20 +47,14 @@ const (
 	(SELECT event_id FROM idempotency_keys WHERE handler = ?1 AND done = 1 AND claimed_until_ms < ?2 LIMIT ?3)`
 )
 
-// purgeInChunks runs deleteChunk until a chunk deletes fewer than
-// purgeChunk keys, and returns how many it deleted.
+// purgeInChunks runs deleteChunk in chunks of purgeChunk keys (see
+// internal/chunks).
 func purgeInChunks(ctx context.Context, handler string, deleteChunk func(ctx context.Context) (int64, error)) (int64, error) {
-	var total int64
-	for {
-		n, err := deleteChunk(ctx)
-		total += n
-		if err != nil {
-			return total, fmt.Errorf("idempotent: purge %s: %w", handler, err)
-		}
-		if n < purgeChunk {
-			return total, nil
-		}
+	n, err := chunks.Delete(purgeChunk, func() (int64, error) { return deleteChunk(ctx) })
+	if err != nil {
+		return n, fmt.Errorf("idempotent: purge %s: %w", handler, err)
 	}
+	return n, nil
 }
 
 // SQLite is a Store in a SQLite database (database/sql, modernc.org/sqlite).
