@@ -230,24 +230,11 @@ func (r *Registry) DecodeVersion(typeName string, schemaVersion int, data []byte
 			return nil, reg.name, err
 		}
 	}
-	e, err := decodeSafely(reg.decode, data)
+	e, err := recovered("decoding", reg.decode, data)
 	if err != nil {
 		return nil, reg.name, &DecodeError{Type: reg.name, Kind: ErrMalformed, Cause: err}
 	}
 	return e, reg.name, nil
-}
-
-// decodeSafely runs a registered type's decoding, turning a panic (a
-// user's UnmarshalJSON that does not expect these bytes) into an error:
-// a consumer that crashed on an event would crash again on its redelivery,
-// for ever.
-func decodeSafely(decode func([]byte) (Event, error), data []byte) (e Event, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			e, err = nil, fmt.Errorf("decoding panicked: %v", p)
-		}
-	}()
-	return decode(data)
 }
 
 // upcast runs the chain from version from up to reg's current version.
@@ -259,41 +246,44 @@ func (r *Registry) upcast(reg *registration, from int, data []byte) ([]byte, err
 		return nil, &DecodeError{Type: reg.name, Kind: ErrUnknownSchemaVersion,
 			Cause: fmt.Errorf("schema version %d is newer than this code's %d", from, reg.current)}
 	}
-	// The whole chain is checked before any step runs, and nothing is
-	// sized by the versions: a type declaring a version no chain reaches
-	// is a missing step, not an allocation that size. Steps are looked up
-	// again to run them outside the lock; a registered one never goes.
+	// The whole chain is collected, and so checked, before any step runs;
+	// the steps slice grows with the steps found, so a type declaring a
+	// version no chain reaches is a missing step, not an allocation sized
+	// by that version.
+	var steps []Upcaster
 	r.mu.RLock()
 	chain := r.upcasters[reg.name]
 	for v := from; v < reg.current; v++ {
-		if chain[v] == nil {
+		up := chain[v]
+		if up == nil {
 			r.mu.RUnlock()
 			return nil, &DecodeError{Type: reg.name, Kind: ErrUnknownSchemaVersion,
 				Cause: fmt.Errorf("schema version %d: no upcaster from version %d to %d", from, v, v+1)}
 		}
+		steps = append(steps, up)
 	}
 	r.mu.RUnlock()
-	for v := from; v < reg.current; v++ {
-		r.mu.RLock()
-		up := chain[v]
-		r.mu.RUnlock()
-		next, err := callUpcaster(up, data)
+	for i, up := range steps {
+		next, err := recovered("upcaster", up, data)
 		if err != nil {
 			return nil, &DecodeError{Type: reg.name, Kind: ErrMalformed,
-				Cause: fmt.Errorf("upcast from schema version %d: %w", v, err)}
+				Cause: fmt.Errorf("upcast from schema version %d: %w", from+i, err)}
 		}
 		data = next
 	}
 	return data, nil
 }
 
-// callUpcaster turns a panicking upcaster into an error: decoding never
-// panics, whatever the payload.
-func callUpcaster(up Upcaster, data []byte) (out []byte, err error) {
+// recovered runs f on data, turning a panic in it (a user's upcaster, or
+// an UnmarshalJSON that does not expect these bytes) into an error saying
+// what panicked: decoding never panics, whatever the payload, or a
+// consumer that crashed on an event would crash again on its redelivery.
+func recovered[T any](what string, f func([]byte) (T, error), data []byte) (v T, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("upcaster panicked: %v", p)
+			var zero T
+			v, err = zero, fmt.Errorf("%s panicked: %v", what, p)
 		}
 	}()
-	return up(data)
+	return f(data)
 }
