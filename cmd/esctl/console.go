@@ -254,13 +254,11 @@ func (c *console) showDeadLetter(w http.ResponseWriter, r *http.Request) {
 		c.apiError(w, err)
 		return
 	}
-	for _, rec := range recs {
-		if rec.ID == r.PathValue("id") {
-			c.writeAPI(w, http.StatusOK, toJSON(r.PathValue("group"), rec, true))
-			return
-		}
+	if len(recs) == 0 { // findIDs keeps only that ID, once
+		http.Error(w, "no such dead letter", http.StatusNotFound)
+		return
 	}
-	http.Error(w, "no such dead letter", http.StatusNotFound)
+	c.writeAPI(w, http.StatusOK, toJSON(r.PathValue("group"), recs[0], true))
 }
 
 // knownGroup answers 404 for a group the console does not show: the path
@@ -359,12 +357,10 @@ func (c *console) purge(w http.ResponseWriter, r *http.Request) {
 			c.apiError(w, lerr)
 			return
 		}
-		for _, rec := range recs {
-			if rec.ID == a.ID {
-				var k int
-				k, err = c.broker.remove(r.Context(), a.Group, []consumerDeadLetter{rec})
-				n = int64(k)
-			}
+		if len(recs) > 0 { // findIDs keeps only that ID, once
+			var k int
+			k, err = c.broker.remove(r.Context(), a.Group, recs)
+			n = int64(k)
 		}
 	}
 	if err != nil {
