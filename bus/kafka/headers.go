@@ -51,14 +51,14 @@ type batchHeaders struct {
 	buf []byte // the keys' and the headers' values, back to back
 }
 
-// eventHeaderCount is the most headers eventHeaders gives an event.
+// eventHeaderCount is the most headers event gives an event.
 const eventHeaderCount = 8
 
 func newBatchHeaders(events []eventsource.Envelope) *batchHeaders {
 	n := 0
 	for i := range events {
 		env := &events[i]
-		n += 2*len(env.AggregateID) + len(env.Type) + len(env.AggregateType) + 36 + 20 +
+		n += len(env.AggregateID) + len(env.Type) + len(env.AggregateType) + 36 + 20 +
 			len(contentTypeJSON) + len(env.Metadata.TraceParent) + len(env.Metadata.TraceState)
 	}
 	return &batchHeaders{hs: make([]kafkago.Header, 0, eventHeaderCount*len(events)), buf: make([]byte, 0, n)}
@@ -76,12 +76,11 @@ func (h *batchHeaders) str(s string) []byte {
 	return h.value(start)
 }
 
-// key returns the message key of env: its aggregate ID.
-func (h *batchHeaders) key(env *eventsource.Envelope) []byte { return h.str(env.AggregateID) }
-
-// eventHeaders identify the event without decoding its value, and carry
-// its W3C trace context under the standard names.
-func (h *batchHeaders) eventHeaders(env *eventsource.Envelope) []kafkago.Header {
+// event returns the message key of env, its aggregate ID, and its
+// headers, which identify the event without decoding its value and carry
+// its W3C trace context under the standard names. The key and the
+// aggregate ID header share their bytes: kafka-go only reads them.
+func (h *batchHeaders) event(env *eventsource.Envelope) (key []byte, headers []kafkago.Header) {
 	first := len(h.hs)
 	add := func(key string, value []byte) { h.hs = append(h.hs, kafkago.Header{Key: key, Value: value}) }
 	start := len(h.buf)
@@ -89,7 +88,8 @@ func (h *batchHeaders) eventHeaders(env *eventsource.Envelope) []kafkago.Header 
 	add(hdrEventID, h.value(start))
 	add(hdrEventType, h.str(env.Type))
 	add(hdrAggregateType, h.str(env.AggregateType))
-	add(hdrAggregateID, h.str(env.AggregateID))
+	key = h.str(env.AggregateID)
+	add(hdrAggregateID, key)
 	start = len(h.buf)
 	h.buf = strconv.AppendInt(h.buf, env.Version, 10)
 	add(hdrVersion, h.value(start))
@@ -100,7 +100,7 @@ func (h *batchHeaders) eventHeaders(env *eventsource.Envelope) []kafkago.Header 
 	if ts := env.Metadata.TraceState; ts != "" {
 		add(hdrTraceState, h.str(ts))
 	}
-	return h.hs[first:len(h.hs):len(h.hs)]
+	return key, h.hs[first:len(h.hs):len(h.hs)]
 }
 
 // withHeaders returns base with the given headers replacing any of the

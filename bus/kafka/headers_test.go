@@ -5,12 +5,13 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/eventsource-go/eventsource"
 )
 
 // TestBatchHeaders: every message of a batch gets its own key and header
-// values, as eventHeaders documents them, from two allocations for the
+// values, as event documents them, from two allocations for the
 // whole batch.
 func TestBatchHeaders(t *testing.T) {
 	events := make([]eventsource.Envelope, 100)
@@ -27,8 +28,9 @@ func TestBatchHeaders(t *testing.T) {
 	keys := make([][]byte, len(events))
 	headers := make([][]kafkagoHeader, len(events))
 	for i := range events {
-		keys[i] = h.key(&events[i])
-		for _, hd := range h.eventHeaders(&events[i]) {
+		var hds []kafkago.Header
+		keys[i], hds = h.event(&events[i])
+		for _, hd := range hds {
 			headers[i] = append(headers[i], kafkagoHeader{hd.Key, string(hd.Value)})
 		}
 	}
@@ -53,8 +55,7 @@ func TestBatchHeaders(t *testing.T) {
 	allocs := testing.AllocsPerRun(50, func() {
 		h := newBatchHeaders(events)
 		for i := range events {
-			h.key(&events[i])
-			h.eventHeaders(&events[i])
+			h.event(&events[i])
 		}
 	})
 	if allocs > 3 { // the two buffers and the batchHeaders itself

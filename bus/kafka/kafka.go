@@ -158,7 +158,8 @@ func (b *Bus) Publish(ctx context.Context, events ...eventsource.Envelope) error
 		if err != nil {
 			return err
 		}
-		msgs[i] = kafkago.Message{Topic: topic, Key: hdrs.key(env), Value: data, Headers: hdrs.eventHeaders(env), Time: env.OccurredAt}
+		key, headers := hdrs.event(env)
+		msgs[i] = kafkago.Message{Topic: topic, Key: key, Value: data, Headers: headers, Time: env.OccurredAt}
 	}
 	err := b.writer.WriteMessages(ctx, msgs...)
 	if err == nil {
