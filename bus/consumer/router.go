@@ -82,7 +82,7 @@ func (d *Dispatcher) subscribe(types []string, h bus.Handler, opts []bus.Subscri
 	if h == nil {
 		return nil, fmt.Errorf("%w: nil handler", bus.ErrInvalidSubscription)
 	}
-	cfg := bus.ApplySubscribeOptions(DefaultHandlerName(types), opts)
+	cfg := bus.ApplySubscribeOptions(bus.DefaultSubscriptionName(types), opts)
 	if cfg.Async != nil {
 		return nil, fmt.Errorf("%w: Async is for the in-process bus; broker-backed buses deliver from their own workers", bus.ErrInvalidSubscription)
 	}

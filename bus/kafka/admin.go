@@ -259,13 +259,20 @@ func (a admin) Purge(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(st.live) == 0 {
+	n, err := a.purge(ctx, st.live)
+	return int64(n), err
+}
+
+// purge tombstones recs (a purge skips their events for good) and returns
+// how many there were.
+func (a admin) purge(ctx context.Context, recs []consumer.DeadLetter) (int, error) {
+	if len(recs) == 0 {
 		return 0, nil
 	}
-	if err := a.tombstone(ctx, st.live, "purged"); err != nil {
+	if err := a.tombstone(ctx, recs, "purged"); err != nil {
 		return 0, err
 	}
-	return int64(len(st.live)), nil
+	return len(recs), nil
 }
 
 // RemoveDeadLetters removes the group's dead letters with these IDs
@@ -282,12 +289,5 @@ func (b *Bus) RemoveDeadLetters(ctx context.Context, ids ...string) (int, error)
 	for _, id := range ids {
 		want[id] = true
 	}
-	recs := slices.DeleteFunc(st.live, func(r consumer.DeadLetter) bool { return !want[r.ID] })
-	if len(recs) == 0 {
-		return 0, nil
-	}
-	if err := a.tombstone(ctx, recs, "purged"); err != nil {
-		return 0, err
-	}
-	return len(recs), nil
+	return a.purge(ctx, slices.DeleteFunc(st.live, func(r consumer.DeadLetter) bool { return !want[r.ID] }))
 }
