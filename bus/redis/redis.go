@@ -319,18 +319,18 @@ func (b *Bus) readHistory(ctx context.Context, seen *[2]string) (closing bool, e
 				break
 			}
 			msgs := res[0].Messages
-			counts, err := b.deliveryCounts(ctx, stream, msgs)
-			if err != nil {
-				return false, err
-			}
 			var gone []string
-			batch := make([]consumer.Message, 0, len(msgs))
+			present := make([]goredis.XMessage, 0, len(msgs))
 			for _, m := range msgs {
 				if m.Values == nil {
 					gone = append(gone, m.ID)
-					continue
+				} else {
+					present = append(present, m)
 				}
-				batch = append(batch, b.toMessage(stream, m, counts[m.ID]))
+			}
+			batch, err := b.pendingMessages(ctx, stream, present)
+			if err != nil {
+				return false, err
 			}
 			if len(gone) > 0 {
 				if err := b.client.XAck(ctx, stream, b.cfg.Group, gone...).Err(); err != nil {
@@ -344,6 +344,24 @@ func (b *Bus) readHistory(ctx context.Context, seen *[2]string) (closing bool, e
 		}
 	}
 	return false, nil
+}
+
+// pendingMessages turns entries already pending for this member (claimed,
+// or read again from its history) into messages with their delivery
+// counts.
+func (b *Bus) pendingMessages(ctx context.Context, stream string, msgs []goredis.XMessage) ([]consumer.Message, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	counts, err := b.deliveryCounts(ctx, stream, msgs)
+	if err != nil {
+		return nil, err
+	}
+	batch := make([]consumer.Message, len(msgs))
+	for i, m := range msgs {
+		batch[i] = b.toMessage(stream, m, counts[m.ID])
+	}
+	return batch, nil
 }
 
 // streamIndex is 0 for the events stream, 1 for the replay stream.
@@ -399,13 +417,9 @@ func (b *Bus) claim(ctx context.Context, stream string) error {
 			return err
 		}
 		if len(msgs) > 0 {
-			counts, err := b.deliveryCounts(ctx, stream, msgs)
+			batch, err := b.pendingMessages(ctx, stream, msgs)
 			if err != nil {
 				return err
-			}
-			batch := make([]consumer.Message, len(msgs))
-			for i, m := range msgs {
-				batch[i] = b.toMessage(stream, m, counts[m.ID])
 			}
 			n, err := b.dispatch(ctx, batch)
 			if n > 0 {
